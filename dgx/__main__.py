@@ -1,0 +1,3 @@
+from dgx.cli import main
+
+main()

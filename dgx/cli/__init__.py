@@ -1,0 +1,74 @@
+"""The ``dgx`` command line: one module per command group.
+
+User mistakes (bad flags, missing files) print one line and exit 2 with no
+traceback; unexpected errors keep their traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+from rich.logging import RichHandler
+from typer._click import exceptions as click_exc
+from typer.core import TyperGroup
+
+from dgx.errors import DgxError
+from dgx.progress import console
+
+
+class DgxGroup(TyperGroup):
+    """Turns usage errors and :class:`DgxError` into one line on stderr and exit code 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+        except click_exc.NoArgsIsHelpError as exc:
+            typer.echo(exc.format_message())
+            rv = 0
+        except click_exc.UsageError as exc:
+            where = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+            typer.echo(f"error: {exc.format_message()}{where}", err=True)
+            rv = 2
+        except DgxError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            rv = 2
+        except (typer.Abort, KeyboardInterrupt):
+            typer.echo("interrupted; rerun the same command to resume", err=True)
+            rv = 130
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(
+    cls=DgxGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Domain-generalization sweeps for chest X-ray classifiers (ERM, ActDiff, RRR, GradMask).",
+)
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logging.")) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+        force=True,
+    )
+
+
+from dgx.cli import report as _report  # noqa: E402  (commands register on `app`)
+from dgx.cli import sweep as _sweep  # noqa: E402
+from dgx.cli import train as _train  # noqa: E402
+
+app.command("train")(_train.train)
+app.command("sweep")(_sweep.sweep)
+app.command("report")(_report.report)
+
+
+def main() -> None:
+    app()

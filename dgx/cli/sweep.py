@@ -1,0 +1,67 @@
+"""``dgx sweep``: grid search on source validation, then N seeds of the best, then the table."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Optional
+
+import typer
+
+from dgx.cli import common as c
+from dgx.config import get_settings
+from dgx.models import build_model
+from dgx.progress import console
+
+
+def sweep(
+    method: c.MethodArg,
+    mask: c.MaskOpt = None,
+    data: c.DataOpt = "decoy-cxr",
+    data_opt: c.DataOptsOpt = None,
+    budget: c.BudgetOpt = "quick",
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Cap on grid points searched. Default: the whole grid.")] = None,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, help="Seeds for the best configuration (paper: 10). Default: from the budget.")] = None,
+    epochs: c.EpochsOpt = None,
+    model: c.ModelOpt = None,
+    weights: c.WeightsOpt = None,
+    image_size: c.ImageSizeOpt = None,
+    batch_size: c.BatchOpt = 16,
+    actdiff_layers: c.LayersOpt = "all",
+    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL. Default: DGX_STORAGE or sqlite:///runs/dgx.db.")] = None,
+    study: Annotated[Optional[str], typer.Option("--study", help="Study name. Default: METHOD-MASK-DATA-BUDGET.")] = None,
+    device: c.DeviceOpt = "auto",
+) -> None:
+    """Search the budget's grid (Appendix A for --budget paper), retrain the best over seeds, print the table.
+
+    Every trial is recorded in the Optuna storage and as a W&B run (offline
+    unless an API key is set). Rerunning the same command resumes the study.
+    """
+    from dgx.report import report as build_report
+    from dgx.sweep import SweepPlan, open_storage, run_sweep
+
+    settings = get_settings()
+    cfg, plan_budget = c.resolve_config(method, mask, data, data_opt, budget, model=model, weights=weights,
+                                        image_size=image_size, epochs=epochs, batch_size=batch_size,
+                                        actdiff_layers=actdiff_layers)
+    url = storage or settings.default_storage()
+    name = study or f"{cfg.method}-{cfg.mask}-{cfg.dataset}-{plan_budget.name}"
+    plan = SweepPlan(base=cfg, budget=plan_budget, study=name, storage=url, trials=trials,
+                     seeds=seeds or plan_budget.seeds, device=device)
+    build_model(cfg.model, cfg.weights)  # fail fast on bad model, weights or storage, before building data
+    open_storage(url)
+    started = time.perf_counter()
+    bundle = c.load_data(cfg)
+    grid = " × ".join(f"{k}{v}" for k, v in plan.grid.items())
+    console.print(
+        f"[bold]dgx sweep[/] {name}: budget [cyan]{plan_budget.name}[/] ({plan_budget.description})\n"
+        f"  model {cfg.model} (weights {cfg.weights}), {bundle.image_size} px, batch {cfg.batch_size}, "
+        f"{cfg.num_epochs} epochs, data {cfg.dataset} ({len(bundle.train)} train / {len(bundle.val)} val, "
+        f"{len(bundle.targets)} targets)\n"
+        f"  search {plan.n_points} grid points of {grid}, then {plan.seeds} seeds of the best\n"
+        f"  storage {url}; W&B mode {settings.resolved_wandb_mode()}"
+        + ("" if plan_budget.name == "paper" else "\n  the paper's full setting is one flag away: --budget paper")
+    )
+    search, seeds_study = run_sweep(plan, bundle, settings)
+    console.print(f"sweep finished in {time.perf_counter() - started:.0f} s; "
+                  f"studies {search!r} and {seeds_study!r} in {url}")
+    typer.echo(build_report(url, study_prefix=search, phase="seeds"))

@@ -1,0 +1,70 @@
+"""Datasets: an explicit registry from name to loader.
+
+Every loader returns a :class:`~dgx.data.base.Bundle`: a source domain with
+train/val/test splits plus OOD target domains (evaluation only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from dgx.data.base import MASK_KINDS, Bundle, Split
+from dgx.errors import DgxError, unknown_choice
+
+
+def _load_decoy(options: Mapping[str, str], image_size: int | None, data_dir: Path, seed: int) -> Bundle:
+    from dgx.data.decoy import DecoyConfig, load_decoy
+
+    values = dict(options)
+    if image_size is not None:
+        values["image_size"] = str(image_size)
+    cfg = DecoyConfig(**_coerce(DecoyConfig, values, "decoy-cxr"))
+    return load_decoy(cfg, data_dir)
+
+
+# name -> loader(options, image_size, data_dir, seed)
+DATASETS: dict[str, Callable[[Mapping[str, str], int | None, Path, int], Bundle]] = {
+    "decoy-cxr": _load_decoy,
+}
+
+
+def load_dataset(name: str, options: Mapping[str, str] | None = None, image_size: int | None = None,
+                 data_dir: Path = Path("data"), seed: int = 0) -> Bundle:
+    """Load (building and caching if needed) a registered dataset."""
+    if name not in DATASETS:
+        raise unknown_choice("dataset", name, DATASETS)
+    return DATASETS[name](options or {}, image_size, Path(data_dir), seed)
+
+
+def dataset_options(name: str) -> dict[str, object]:
+    """The option names and defaults a dataset accepts (for --data-opt help)."""
+    if name == "decoy-cxr":
+        from dgx.data.decoy import DecoyConfig
+
+        return {f.name: f.default for f in dataclasses.fields(DecoyConfig)}
+    return {}
+
+
+def _coerce(cls: type, values: Mapping[str, str], dataset: str) -> dict[str, object]:
+    """Parse KEY=VALUE strings into a dataclass's field types, with one-line errors."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    out: dict[str, object] = {}
+    for key, raw in values.items():
+        if key not in fields:
+            raise unknown_choice(f"{dataset} option", key, fields)
+        kind = type(fields[key].default)
+        try:
+            if kind is bool:
+                if str(raw).lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(raw)
+                out[key] = str(raw).lower() in ("true", "1")
+            else:
+                out[key] = kind(raw)
+        except (TypeError, ValueError):
+            raise DgxError(f"{dataset} option {key}={raw!r} is not a valid {kind.__name__}") from None
+    return out
+
+
+__all__ = ["DATASETS", "MASK_KINDS", "Bundle", "Split", "load_dataset", "dataset_options"]

@@ -1,0 +1,50 @@
+"""Batches from an in-memory (or memory-mapped) :class:`Split`.
+
+Plain index slicing beats a ``DataLoader`` with workers at this scale: arrays
+are already decoded uint8, so a batch is one fancy-index and one ``from_numpy``.
+Conversion to float happens on the training device (:func:`dgx.models.to_input`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from dgx.data.base import Split
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # uint8 images, int64 labels, uint8 masks
+
+
+def batches(
+    split: Split,
+    batch_size: int,
+    mask_kind: str = "none",
+    shuffle: bool = False,
+    seed: int | None = None,
+    drop_last: bool = False,
+) -> Iterator[Batch]:
+    """Yield (images (B,1,H,W) uint8, labels (B,), masks (B,1,H,W) uint8).
+
+    With ``shuffle``, the order is a permutation drawn from ``seed`` alone, so a
+    resumed run sees exactly the batches an uninterrupted one would have.
+    """
+    n = len(split)
+    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+    mask = split.mask(mask_kind) if mask_kind != "none" else None
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        idx = order[start : start + batch_size]
+        images = torch.from_numpy(np.ascontiguousarray(split.images[idx]))[:, None]
+        labels = torch.from_numpy(np.asarray(split.labels[idx], dtype=np.int64))
+        if mask is None:
+            masks = torch.ones_like(images)
+        else:
+            masks = torch.from_numpy(np.ascontiguousarray(mask[idx]))[:, None]
+        yield images, labels, masks
+
+
+def num_batches(split: Split, batch_size: int, drop_last: bool = False) -> int:
+    n = len(split)
+    return n // batch_size if drop_last else -(-n // batch_size)

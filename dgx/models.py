@@ -1,0 +1,98 @@
+"""Backbone factory: any torchvision classifier with a 2-class head.
+
+Images arrive as uint8 grayscale (B, 1, H, W). :func:`to_input` replicates them
+to 3 channels and applies ImageNet normalization, because that is the tensor
+the paper's reference code fed its ResNet-50 and took input gradients of; so
+RRR/GradMask penalties (and their λ grids) are measured on the same scale.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from dgx.errors import DgxError, unknown_choice
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NUM_CLASSES = 2
+
+
+def available_models() -> list[str]:
+    """Names of torchvision's image classification models."""
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+def to_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 1, H, W) → normalized float (B, 3, H, W) on the same device."""
+    x = images.float().div_(255.0).expand(-1, 3, -1, -1)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def build_model(name: str = "resnet50", weights: str = "imagenet") -> nn.Module:
+    """A torchvision classifier with a 2-class head.
+
+    ``weights``: ``imagenet`` (torchvision's weights, from its normal cache),
+    ``none`` (random init) or a path to a state dict (a torchvision model's, or a
+    dgx checkpoint's ``model`` entry). Head weights whose shape does not match
+    the 2-class head are left at their random init.
+    """
+    if name not in available_models():
+        raise unknown_choice("model", name, ["resnet50", "resnet18", "densenet121", "... (any torchvision classifier)"])
+    model = torchvision.models.get_model(name, weights=None, num_classes=NUM_CLASSES)
+    if weights == "none":
+        return model
+    state = _imagenet_state(name) if weights == "imagenet" else _file_state(Path(weights))
+    _load_matching(model, state, source=weights)
+    return model
+
+
+def _imagenet_state(name: str) -> dict[str, torch.Tensor]:
+    spec = torchvision.models.get_model_weights(name).DEFAULT
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(spec.url).name
+    if cached.is_file():
+        return torch.load(cached, map_location="cpu", weights_only=True)
+    # A machine without internet must not hang here: bound the download attempt.
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(15)
+    try:
+        return spec.get_state_dict(progress=False)
+    except Exception as exc:  # noqa: BLE001 - any download failure means the same fix
+        raise DgxError(
+            f"ImageNet weights for {name} are not cached at {cached} and could not be downloaded "
+            f"({type(exc).__name__}); copy {Path(spec.url).name} from {spec.url} to {cached.parent}/, "
+            "or pass --weights PATH to a state dict, or --weights none"
+        ) from None
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _file_state(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise DgxError(f"weights file {path} does not exist; pass --weights imagenet, --weights none or a path to a state dict")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise DgxError(f"weights file {path} is not a readable PyTorch state dict ({type(exc).__name__}: {exc})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # a dgx checkpoint
+    if not isinstance(state, dict):
+        raise DgxError(f"weights file {path} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def _load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if len(usable) < len(own) // 2:
+        raise DgxError(
+            f"weights {source!r} match only {len(usable)} of {len(own)} tensors of this model; "
+            "check that --model names the architecture the weights were trained for"
+        )
+    model.load_state_dict(usable, strict=False)

@@ -1,0 +1,134 @@
+"""Read finished dgx trials out of an Optuna storage into a tidy table.
+
+The Optuna storage is the database of record: every dgx training is one trial
+whose user attrs say what was trained (method, mask, dataset, seed, phase) and
+how it scored on every domain (``auroc``). Study names are free-form, so all
+grouping here is done on those attrs, never on names.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from dgx.errors import DgxError
+
+COLUMNS = ("study", "trial", "dataset", "method", "mask", "phase", "seed", "domain", "role", "auroc")
+
+# Attrs a dgx trial must carry for its results to be reportable. "config" and
+# "val_auroc" are deliberately absent: the tables never read them.
+_REQUIRED = ("method", "mask", "dataset", "source", "targets", "phase", "seed", "auroc")
+
+
+def _open(storage: str | optuna.storages.BaseStorage) -> tuple[optuna.storages.BaseStorage, str]:
+    """The storage object plus a name for it in error messages."""
+    if not isinstance(storage, str):
+        return storage, type(storage).__name__
+    # Opening a missing SQLite file would silently create an empty database,
+    # which then reports "no studies" instead of the real mistake: a bad path.
+    if storage.startswith("sqlite:///"):
+        path = storage[len("sqlite:///"):].split("?", 1)[0]
+        if path and path != ":memory:" and not os.path.exists(path):
+            raise DgxError(f"Optuna storage file {path!r} does not exist; check the --storage URL {storage!r}")
+    try:
+        return optuna.storages.get_storage(storage), storage
+    except Exception as exc:  # driver/URL problems surface as many types
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DgxError(f"cannot open Optuna storage {storage!r}: {first_line}") from exc
+
+
+def _study_names(storage: optuna.storages.BaseStorage, label: str, study_prefix: str | None) -> list[str]:
+    names = sorted(optuna.get_all_study_names(storage))
+    if not names:
+        raise DgxError(f"Optuna storage {label} contains no studies; run `dgx sweep` first or check the storage URL")
+    if study_prefix is None:
+        return names
+    chosen = [n for n in names if n.startswith(study_prefix)]
+    if not chosen:
+        raise DgxError(
+            f"no study name starts with {study_prefix!r} in {label}; available studies: {', '.join(names)}"
+        )
+    return chosen
+
+
+def _trial_rows(study: str, trial: optuna.trial.FrozenTrial) -> list[tuple]:
+    """One row per domain (source first, then targets in display order)."""
+    attrs = trial.user_attrs
+    missing = [k for k in _REQUIRED if k not in attrs]
+    if missing:
+        raise DgxError(
+            f"trial #{trial.number} of study {study!r} lacks user attrs {missing}; "
+            "it was not written by `dgx sweep` — move it to another study or use --study-prefix to skip it"
+        )
+    auroc = attrs["auroc"]
+    if not isinstance(auroc, dict):
+        raise DgxError(f"trial #{trial.number} of study {study!r} has a non-dict 'auroc' attr ({auroc!r})")
+    common = (study, trial.number, str(attrs["dataset"]), str(attrs["method"]), str(attrs["mask"]),
+              str(attrs["phase"]), int(attrs["seed"]))
+    domains = [(str(attrs["source"]), "source")] + [(str(t), "target") for t in attrs["targets"]]
+    rows = []
+    for domain, role in domains:
+        # A domain the trial should have been scored on but was not becomes
+        # NaN, so the table shows the gap instead of quietly dropping it.
+        value = auroc.get(domain)
+        rows.append(common + (domain, role, math.nan if value is None else float(value)))
+    return rows
+
+
+def load_runs(
+    storage: str | optuna.storages.BaseStorage,
+    study_prefix: str | None = None,
+    phase: str | None = "seeds",
+) -> pd.DataFrame:
+    """All COMPLETE dgx trials in ``storage`` as one row per (trial, domain).
+
+    Columns: study, trial (trial number), dataset, method, mask, phase, seed,
+    domain, role ("source" or "target"), auroc (test AUROC in [0, 1]; NaN when
+    the trial has no score for a domain it lists). Rows are ordered by study,
+    trial, then source before targets in the trial's ``targets`` order; table
+    builders rely on that order to lay out domains.
+
+    ``study_prefix`` keeps only studies whose name starts with it; ``phase``
+    keeps only trials whose ``phase`` attr equals it (None keeps all). COMPLETE
+    trials without a ``method`` attr are not dgx trials and are skipped.
+
+    Raises DgxError for an empty storage, a prefix matching no study, or when
+    no COMPLETE trial matches the phase.
+    """
+    store, label = _open(storage)
+    names = _study_names(store, label, study_prefix)
+    rows: list[tuple] = []
+    other_phases: Counter[str] = Counter()
+    foreign = 0
+    for name in names:
+        study = optuna.load_study(study_name=name, storage=store)
+        # deepcopy=False: we only read attrs, and copying every trial of a big
+        # sweep dominates the run time otherwise.
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            attrs = trial.user_attrs
+            if "method" not in attrs:
+                foreign += 1
+                continue
+            if phase is not None and attrs.get("phase") != phase:
+                other_phases[str(attrs.get("phase"))] += 1
+                continue
+            rows.extend(_trial_rows(name, trial))
+    if not rows:
+        where = f"{len(names)} stud{'y' if len(names) == 1 else 'ies'} ({', '.join(names)})"
+        wanted = "COMPLETE dgx trials" if phase is None else f"COMPLETE dgx trials with phase {phase!r}"
+        msg = f"no {wanted} in {where}"
+        if other_phases:
+            found = ", ".join(f"{n} in phase {p!r}" for p, n in sorted(other_phases.items()))
+            hint = sorted(other_phases, key=lambda p: -other_phases[p])[0]
+            msg += f"; found {found} — use --phase {hint} (or phase={hint!r}) to report those"
+        else:
+            skipped = f" ({foreign} COMPLETE trials without dgx user attrs were skipped)" if foreign else ""
+            msg += f"{skipped}; wait for `dgx sweep` to finish some trials or check the study prefix"
+        raise DgxError(msg)
+    df = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
+    return df.astype({"trial": "int64", "seed": "int64", "auroc": "float64"})

@@ -1,0 +1,98 @@
+"""Search spaces and budgets, read from ``sweeps/*.yaml`` (data, not code).
+
+The only place ``trial.suggest_*`` is called (optuna-examples' habit).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+import yaml
+
+from dgx.errors import DgxError
+
+GRID_PARAMS = ("lr", "wd", "lam")
+
+
+def sweeps_dir() -> Path:
+    """``$DGX_SWEEPS_DIR``, else the repository's ``sweeps/`` next to the package."""
+    env = os.environ.get("DGX_SWEEPS_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "sweeps"
+    if not path.is_dir():
+        raise DgxError(f"sweeps directory {path} not found; set DGX_SWEEPS_DIR to the repository's sweeps/ folder")
+    return path
+
+
+@dataclass(frozen=True)
+class Budget:
+    name: str
+    description: str
+    grid: dict[str, list[float]]  # param -> values, for methods with a λ
+    seeds: int  # seeds-phase runs of the best configuration
+    train: dict = field(default_factory=dict)  # TrainConfig overrides (model, weights, image_size, epochs)
+    defaults: dict = field(default_factory=dict)  # lr/wd/lam for a single `dgx train`
+
+    def grid_for(self, method: str) -> dict[str, list[float]]:
+        """ERM has no λ: its grid drops that axis."""
+        return {k: v for k, v in self.grid.items() if not (method == "erm" and k == "lam")}
+
+    def points(self, method: str) -> list[dict[str, float]]:
+        grid = self.grid_for(method)
+        return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+
+def _read_yaml(path: Path, what: str) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise DgxError(f"{what} file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise DgxError(f"{what} file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise DgxError(f"{what} file {path} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def load_grid(name_or_path: str) -> dict[str, list[float]]:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = sweeps_dir() / "grids" / f"{name_or_path}.yaml"
+    raw = _read_yaml(path, "grid")
+    unknown = set(raw) - set(GRID_PARAMS)
+    if unknown:
+        raise DgxError(f"grid {path} has unknown parameter(s) {sorted(unknown)}; allowed: {', '.join(GRID_PARAMS)}")
+    grid = {}
+    for key, values in raw.items():
+        if not isinstance(values, list) or not values or not all(isinstance(v, (int, float)) for v in values):
+            raise DgxError(f"grid {path}: {key} must be a non-empty list of numbers")
+        if any(v < 0 for v in values):
+            raise DgxError(f"grid {path}: {key} values must be non-negative")
+        grid[key] = [float(v) for v in values]
+    return grid
+
+
+def load_budget(name_or_path: str) -> Budget:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = sweeps_dir() / "budgets" / f"{name_or_path}.yaml"
+        if not path.exists():
+            names = sorted(p.stem for p in (sweeps_dir() / "budgets").glob("*.yaml"))
+            raise DgxError(f"unknown budget {name_or_path!r}; choose from: {', '.join(names)} or pass a YAML file")
+    raw = _read_yaml(path, "budget")
+    return Budget(
+        name=path.stem,
+        description=str(raw.get("description", "")),
+        grid=load_grid(str(raw.get("grid", "appendix-a"))),
+        seeds=int(raw.get("seeds", 10)),
+        train=dict(raw.get("train") or {}),
+        defaults={k: float(v) for k, v in (raw.get("defaults") or {}).items()},
+    )
+
+
+def suggest(trial: optuna.Trial, grid: dict[str, list]) -> dict:
+    """Ask the trial for one value per grid axis (GridSampler or fixed params answer)."""
+    return {name: trial.suggest_categorical(name, values) for name, values in grid.items()}

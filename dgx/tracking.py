@@ -1,0 +1,100 @@
+"""Experiment tracking: Optuna trial attributes (the record) and W&B runs (the view).
+
+Privacy: only the training config, per-epoch scalars and per-domain AUROCs are
+sent. No images, image IDs or patient IDs ever go to W&B; console capture,
+code/git capture and machine metadata are turned off so that file paths and
+log lines stay on this machine too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from dgx.config import Settings
+from dgx.train import TrainConfig, TrainResult
+
+log = logging.getLogger("dgx")
+
+
+def record_trial(trial: optuna.Trial, cfg: TrainConfig, result: TrainResult, *, phase: str, source: str,
+                 targets: list[str], wandb_run: str | None = None) -> None:
+    """Store everything the report needs on the trial: the storage is the database of record."""
+    attrs: dict[str, Any] = {
+        "method": cfg.method,
+        "mask": cfg.mask,
+        "dataset": cfg.dataset,
+        "source": source,
+        "targets": list(targets),
+        "phase": phase,
+        "seed": cfg.seed,
+        "config": cfg.to_dict(),
+        "val_auroc": result.val_auroc,
+        "best_epoch": result.best_epoch,
+        "auroc": dict(result.auroc),
+        "resumed_from": result.resumed_from,
+        "run_id": cfg.run_id(),
+    }
+    if wandb_run:
+        attrs["wandb_run"] = wandb_run
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+class WandbRun:
+    """One W&B run per trial; a no-op when mode is "disabled"."""
+
+    def __init__(self, settings: Settings, cfg: TrainConfig, *, study: str, phase: str, name: str) -> None:
+        self.run = None
+        mode = settings.resolved_wandb_mode()
+        if mode == "disabled":
+            return
+        import wandb
+
+        wandb_dir = Path(settings.runs_dir)
+        wandb_dir.mkdir(parents=True, exist_ok=True)
+        if settings.wandb_api_key:
+            os.environ.setdefault("WANDB_API_KEY", settings.wandb_api_key)
+        self.run = wandb.init(
+            project=settings.wandb_project,
+            entity=settings.wandb_entity or None,
+            group=study,
+            job_type=phase,
+            name=name,
+            config=cfg.to_dict(),
+            tags=[cfg.method, cfg.mask, cfg.dataset],
+            mode=mode,
+            dir=str(wandb_dir),
+            reinit="finish_previous",
+            settings=wandb.Settings(
+                silent=True, console="off", save_code=False, disable_code=True, disable_git=True,
+                x_disable_meta=True, x_disable_stats=True, x_disable_machine_info=True,
+            ),
+        )
+
+    @property
+    def ref(self) -> str | None:
+        """URL when online, else the run id (offline runs are synced later with `wandb sync`)."""
+        if self.run is None:
+            return None
+        return self.run.url or self.run.id
+
+    def log_epoch(self, epoch: int, stats: dict) -> None:
+        if self.run is not None:
+            self.run.log({"epoch": epoch, "train/loss": stats["train_loss"], "val/auroc": stats["val_auroc"],
+                          "train/lr": stats["lr"]}, step=epoch)
+
+    def finish(self, result: TrainResult | None, exit_code: int = 0) -> None:
+        if self.run is None:
+            return
+        if result is not None:
+            self.run.summary["val/auroc"] = result.val_auroc
+            self.run.summary["best_epoch"] = result.best_epoch
+            for domain, value in result.auroc.items():
+                self.run.summary[f"auroc/{domain}"] = value
+        self.run.finish(exit_code=exit_code)
+        self.run = None

@@ -1,0 +1,22 @@
+"""Shared fixtures: keep every test's runs, data and W&B files inside tmp_path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("DGX_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("DGX_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DGX_STORAGE", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)  # a stray .env in the repo must not leak into tests
+    from dgx.config import get_settings
+
+    get_settings.cache_clear()
+    torch.set_num_threads(2)
+    yield
+    get_settings.cache_clear()

@@ -1,0 +1,29 @@
+"""Tiny configurations that train in seconds on 2 CPU cores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dgx.data import load_dataset
+from dgx.train import TrainConfig
+
+TINY_DATA = {"n_train": "96", "n_val": "64", "n_test": "64", "n_target": "48"}
+TINY_OPTS = tuple(sorted(TINY_DATA.items()))
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    base = dict(method="erm", mask="none", dataset="decoy-cxr", data_options=TINY_OPTS, image_size=32,
+                model="resnet18", weights="none", lr=1e-3, epochs=2, batch_size=16)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def tiny_data(tmp_path: Path, cfg: TrainConfig):
+    return load_dataset(cfg.dataset, dict(cfg.data_options), cfg.image_size, tmp_path / "data")
+
+
+def cli_data_args() -> list[str]:
+    args = []
+    for key, value in TINY_DATA.items():
+        args += ["--data-opt", f"{key}={value}"]
+    return args + ["--image-size", "32", "--model", "resnet18", "--weights", "none"]

@@ -1,0 +1,119 @@
+"""The command line, driven through Typer's CliRunner like a user would."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from scipy import stats
+from typer.testing import CliRunner
+
+from dgx.cli import app
+from tests.helpers import cli_data_args
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_no_args_shows_help():
+    result = invoke()
+    assert result.exit_code == 0
+    for command in ("train", "sweep", "report"):
+        assert command in result.output
+
+
+def test_every_option_has_help():
+    from typer.main import get_command
+
+    group = get_command(app)
+    for name, command in group.commands.items():
+        for param in command.params:
+            if param.param_type_name == "option" and param.name != "help":
+                assert param.help, f"dgx {name} {param.opts[0]} has no help text"
+
+
+def test_train_prints_every_domain(tmp_path):
+    result = invoke("train", "rrr", "--mask", "periphery", "--epochs", "1", "--lam", "0.01", *cli_data_args())
+    assert result.exit_code == 0, result.output
+    for domain in ("cxr-p-synth", "mimic-cxr-synth", "chexpert-synth", "chexpert-age-synth", "chestx-ray8-synth"):
+        assert domain in result.output
+    assert list((tmp_path / "runs" / "runs").glob("*/result.json"))
+
+
+def test_sweep_then_report_then_resume(tmp_path):
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    args = ["sweep", "rrr", "--mask", "periphery", "--trials", "2", "--seeds", "2", "--epochs", "1",
+            "--storage", url, *cli_data_args()]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert "RRR (periphery)" in result.output and "Target average" in result.output
+
+    search = optuna.load_study(study_name="rrr-periphery-decoy-cxr-quick", storage=url)
+    seeds = optuna.load_study(study_name="rrr-periphery-decoy-cxr-quick.seeds", storage=url)
+    done = [t for t in search.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 2 and len({tuple(sorted(t.params.items())) for t in done}) == 2
+    for t in done + seeds.trials:
+        for key in ("method", "mask", "dataset", "phase", "seed", "auroc", "config", "val_auroc"):
+            assert key in t.user_attrs
+        assert t.user_attrs["method"] == "rrr" and t.user_attrs["mask"] == "periphery"
+    assert {t.user_attrs["phase"] for t in done} == {"search"}
+    assert sorted(t.params["seed"] for t in seeds.trials) == [0, 1]
+    best = max(done, key=lambda t: t.value)
+    assert all(t.params["lam"] == best.params["lam"] for t in seeds.trials)
+
+    # The report's numbers equal an independent scipy computation over the seeds trials.
+    report = invoke("report", "--storage", url)
+    assert report.exit_code == 0, report.output
+    values = [100 * t.user_attrs["auroc"]["mimic-cxr-synth"] for t in seeds.trials]
+    mean = sum(values) / len(values)
+    lo, hi = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=stats.sem(values))
+    cell = f"{mean:.1f} ± {(hi - lo) / 2:.1f}"
+    row = next(l for l in report.output.splitlines() if "mimic-cxr-synth" in l)
+    assert cell in row, (cell, report.output)
+
+    # Rerunning the same command resumes: nothing new is trained.
+    again = invoke(*args)
+    assert again.exit_code == 0, again.output
+    assert len(optuna.load_study(study_name=search.study_name, storage=url).trials) == len(search.trials)
+    assert len(optuna.load_study(study_name=seeds.study_name, storage=url).trials) == len(seeds.trials)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "nope"], "unknown method 'nope'; choose from: actdiff, erm, gradmask, rrr"),
+        (["train", "rrr", "--mask", "lungs"], "unknown mask 'lungs'; choose from: abnormality, none, periphery, scaled"),
+        (["sweep", "rrr", "--data", "mnist"], "unknown dataset 'mnist'; choose from: decoy-cxr"),
+        (["train", "rrr", "--lam", "-0.5"], "--lam must be a non-negative number"),
+        (["train", "rrr", "--lam", "abc"], "Invalid value for '--lam'"),
+        (["train", "rrr", "--weights", "missing.pt"], "weights file missing.pt does not exist"),
+        (["sweep", "rrr", "--storage", "sqlite:////proc/no/such/dir/dgx.db"], "pass --storage or set DGX_STORAGE"),
+        (["train", "rrr", "--data-opt", "colour=red"], "unknown decoy-cxr option 'colour'"),
+        (["train", "rrr", "--budget", "huge"], "unknown budget 'huge'; choose from: paper, quick"),
+        (["report", "--storage", "sqlite:///nothing-here.db"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args, message):
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    lines = [l for l in result.output.splitlines() if l.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error: ") and message in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_missing_imagenet_weights_say_how_to_supply_them(monkeypatch, tmp_path):
+    import torch
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    import torchvision
+
+    def offline(*a, **k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", offline)
+    result = invoke("train", "erm", "--weights", "imagenet", "--model", "resnet18")
+    assert result.exit_code == 2
+    assert "resnet18-f37072fd.pth" in result.output and "--weights none" in result.output
