@@ -50,7 +50,8 @@ class WandbRun:
 
     def __init__(self, settings: Settings, cfg: TrainConfig, *, study: str, phase: str, name: str) -> None:
         self.run = None
-        mode = settings.resolved_wandb_mode()
+        self.logged: set[int] = set()
+        mode = self.mode = settings.resolved_wandb_mode()
         if mode == "disabled":
             return
         import wandb
@@ -81,17 +82,23 @@ class WandbRun:
         """URL when online, else the run id (offline runs are synced later with `wandb sync`)."""
         if self.run is None:
             return None
-        return self.run.url or self.run.id
+        return self.run.id if self.mode == "offline" else (self.run.url or self.run.id)
 
     def log_epoch(self, epoch: int, stats: dict) -> None:
+        # No step=: epochs restored from a checkpoint are logged after the fact,
+        # and W&B steps must increase; charts use the "epoch" field as x-axis.
         if self.run is not None:
             self.run.log({"epoch": epoch, "train/loss": stats["train_loss"], "val/auroc": stats["val_auroc"],
-                          "train/lr": stats["lr"]}, step=epoch)
+                          "train/lr": stats["lr"]})
+            self.logged.add(epoch)
 
     def finish(self, result: TrainResult | None, exit_code: int = 0) -> None:
         if self.run is None:
             return
         if result is not None:
+            for stats in result.history:  # epochs trained by an earlier, interrupted process
+                if stats["epoch"] not in self.logged:
+                    self.log_epoch(stats["epoch"], stats)
             self.run.summary["val/auroc"] = result.val_auroc
             self.run.summary["best_epoch"] = result.best_epoch
             for domain, value in result.auroc.items():

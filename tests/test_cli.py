@@ -42,7 +42,8 @@ def test_train_prints_every_domain(tmp_path):
     assert list((tmp_path / "runs" / "runs").glob("*/result.json"))
 
 
-def test_sweep_then_report_then_resume(tmp_path):
+def test_sweep_then_report_then_resume(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")  # one W&B run per trial, written locally
     url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
     args = ["sweep", "rrr", "--mask", "periphery", "--trials", "2", "--seeds", "2", "--epochs", "1",
             "--storage", url, *cli_data_args()]
@@ -60,6 +61,8 @@ def test_sweep_then_report_then_resume(tmp_path):
         assert t.user_attrs["method"] == "rrr" and t.user_attrs["mask"] == "periphery"
     assert {t.user_attrs["phase"] for t in done} == {"search"}
     assert sorted(t.params["seed"] for t in seeds.trials) == [0, 1]
+    offline = sorted(p.name.rsplit("-", 1)[-1] for p in (tmp_path / "runs" / "wandb").glob("offline-run-*"))
+    assert offline == sorted(t.user_attrs["wandb_run"] for t in done + seeds.trials)
     best = max(done, key=lambda t: t.value)
     assert all(t.params["lam"] == best.params["lam"] for t in seeds.trials)
 
