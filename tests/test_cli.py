@@ -50,6 +50,7 @@ def test_sweep_then_report_then_resume(tmp_path, monkeypatch):
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     assert "RRR (periphery)" in result.output and "Target average" in result.output
+    assert "| ERM " in result.output  # the baseline study runs alongside by default
 
     search = optuna.load_study(study_name="rrr-periphery-decoy-cxr-quick", storage=url)
     seeds = optuna.load_study(study_name="rrr-periphery-decoy-cxr-quick.seeds", storage=url)
@@ -61,8 +62,12 @@ def test_sweep_then_report_then_resume(tmp_path, monkeypatch):
         assert t.user_attrs["method"] == "rrr" and t.user_attrs["mask"] == "periphery"
     assert {t.user_attrs["phase"] for t in done} == {"search"}
     assert sorted(t.params["seed"] for t in seeds.trials) == [0, 1]
+    erm = optuna.load_study(study_name="erm-none-decoy-cxr-quick", storage=url)
+    erm_seeds = optuna.load_study(study_name="erm-none-decoy-cxr-quick.seeds", storage=url)
+    assert all("lam" not in t.params and t.user_attrs["method"] == "erm" for t in erm.trials + erm_seeds.trials)
+    every = done + seeds.trials + erm.trials + erm_seeds.trials
     offline = sorted(p.name.rsplit("-", 1)[-1] for p in (tmp_path / "runs" / "wandb").glob("offline-run-*"))
-    assert offline == sorted(t.user_attrs["wandb_run"] for t in done + seeds.trials)
+    assert offline == sorted(t.user_attrs["wandb_run"] for t in every)
     best = max(done, key=lambda t: t.value)
     assert all(t.params["lam"] == best.params["lam"] for t in seeds.trials)
 

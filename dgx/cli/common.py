@@ -93,7 +93,7 @@ def resolve_config(method: str, mask: str | None, data: str, data_opt: list[str]
 
 def load_data(cfg: TrainConfig) -> Bundle:
     settings = get_settings()
-    bundle = load_dataset(cfg.dataset, dict(cfg.data_options), cfg.image_size, settings.data_dir, cfg.seed)
+    bundle = load_dataset(cfg.dataset, dict(cfg.data_options), cfg.image_size, settings.data_dir)
     if cfg.mask != "none" and cfg.mask not in bundle.train.masks:
         raise unknown_choice(f"mask for dataset {cfg.dataset}", cfg.mask, [*bundle.train.masks, "none"])
     return bundle

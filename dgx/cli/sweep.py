@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Annotated, Optional
 
 import typer
@@ -29,6 +30,7 @@ def sweep(
     actdiff_layers: c.LayersOpt = "all",
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL. Default: DGX_STORAGE or sqlite:///runs/dgx.db.")] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="Study name. Default: METHOD-MASK-DATA-BUDGET.")] = None,
+    baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Also sweep ERM with the same budget and data, so the table compares against it.")] = True,
     device: c.DeviceOpt = "auto",
 ) -> None:
     """Search the budget's grid (Appendix A for --budget paper), retrain the best over seeds, print the table.
@@ -44,24 +46,40 @@ def sweep(
                                         image_size=image_size, epochs=epochs, batch_size=batch_size,
                                         actdiff_layers=actdiff_layers)
     url = storage or settings.default_storage()
-    name = study or f"{cfg.method}-{cfg.mask}-{cfg.dataset}-{plan_budget.name}"
+    name = study_name(cfg, plan_budget.name, prefix=study) if study is None else study
     plan = SweepPlan(base=cfg, budget=plan_budget, study=name, storage=url, trials=trials,
                      seeds=seeds or plan_budget.seeds, device=device)
+    plans = [plan]
+    if baseline and cfg.method != "erm":
+        erm = replace(cfg, method="erm", mask="none", lam=0.0)
+        plans.append(replace(plan, base=erm, study=study_name(erm, plan_budget.name, prefix=study)))
     build_model(cfg.model, cfg.weights)  # fail fast on bad model, weights or storage, before building data
     open_storage(url)
     started = time.perf_counter()
     bundle = c.load_data(cfg)
     grid = " × ".join(f"{k}{v}" for k, v in plan.grid.items())
-    console.print(
-        f"[bold]dgx sweep[/] {name}: budget [cyan]{plan_budget.name}[/] ({plan_budget.description})\n"
+    lines = [
+        f"[bold]dgx sweep[/] {name}: budget [cyan]{plan_budget.name}[/] ({plan_budget.description})",
         f"  model {cfg.model} (weights {cfg.weights}), {bundle.image_size} px, batch {cfg.batch_size}, "
         f"{cfg.num_epochs} epochs, data {cfg.dataset} ({len(bundle.train)} train / {len(bundle.val)} val, "
-        f"{len(bundle.targets)} targets)\n"
-        f"  search {plan.n_points} grid points of {grid}, then {plan.seeds} seeds of the best\n"
-        f"  storage {url}; W&B mode {settings.resolved_wandb_mode()}"
-        + ("" if plan_budget.name == "paper" else "\n  the paper's full setting is one flag away: --budget paper")
-    )
-    search, seeds_study = run_sweep(plan, bundle, settings)
-    console.print(f"sweep finished in {time.perf_counter() - started:.0f} s; "
-                  f"studies {search!r} and {seeds_study!r} in {url}")
-    typer.echo(build_report(url, study_prefix=search, phase="seeds"))
+        f"{len(bundle.targets)} targets)",
+        f"  search {plan.n_points} grid points of {grid}, then {plan.seeds} seeds of the best",
+    ]
+    if len(plans) > 1:
+        lines.append(f"  baseline: ERM, {plans[1].n_points} grid points + {plan.seeds} seeds (--no-baseline skips it)")
+    lines.append(f"  storage {url}; W&B mode {settings.resolved_wandb_mode()}")
+    if plan_budget.name != "paper":
+        lines.append("  the paper's full setting is one flag away: --budget paper")
+    console.print("\n".join(lines))
+    names = []
+    for p in plans:
+        names += run_sweep(p, bundle, settings)
+    console.print(f"sweep finished in {time.perf_counter() - started:.0f} s; studies {', '.join(names)} in {url}")
+    typer.echo(build_report(url, study_prefix=tuple(names), phase="seeds"))
+
+
+def study_name(cfg, budget: str, prefix: str | None = None) -> str:
+    """METHOD-MASK-DATA-BUDGET, or PREFIX-METHOD for a baseline next to a named study."""
+    if prefix:
+        return f"{prefix}-{cfg.method}"
+    return f"{cfg.method}-{cfg.mask}-{cfg.dataset}-{budget}"

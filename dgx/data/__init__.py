@@ -14,7 +14,7 @@ from dgx.data.base import MASK_KINDS, Bundle, Split
 from dgx.errors import DgxError, unknown_choice
 
 
-def _load_decoy(options: Mapping[str, str], image_size: int | None, data_dir: Path, seed: int) -> Bundle:
+def _load_decoy(options: Mapping[str, str], image_size: int | None, data_dir: Path) -> Bundle:
     from dgx.data.decoy import DecoyConfig, load_decoy
 
     values = dict(options)
@@ -24,18 +24,19 @@ def _load_decoy(options: Mapping[str, str], image_size: int | None, data_dir: Pa
     return load_decoy(cfg, data_dir)
 
 
-# name -> loader(options, image_size, data_dir, seed)
-DATASETS: dict[str, Callable[[Mapping[str, str], int | None, Path, int], Bundle]] = {
+# name -> loader(options, image_size, data_dir). The data do not depend on the
+# training seed: every seed of a configuration sees the same splits, as in the paper.
+DATASETS: dict[str, Callable[[Mapping[str, str], int | None, Path], Bundle]] = {
     "decoy-cxr": _load_decoy,
 }
 
 
 def load_dataset(name: str, options: Mapping[str, str] | None = None, image_size: int | None = None,
-                 data_dir: Path = Path("data"), seed: int = 0) -> Bundle:
+                 data_dir: Path = Path("data")) -> Bundle:
     """Load (building and caching if needed) a registered dataset."""
     if name not in DATASETS:
         raise unknown_choice("dataset", name, DATASETS)
-    return DATASETS[name](options or {}, image_size, Path(data_dir), seed)
+    return DATASETS[name](options or {}, image_size, Path(data_dir))
 
 
 def dataset_options(name: str) -> dict[str, object]:

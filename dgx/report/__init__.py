@@ -18,7 +18,7 @@ __all__ = ["load_runs", "mean_ci", "report", "table1", "table1_cells"]
 
 def report(
     storage: str | optuna.storages.BaseStorage,
-    study_prefix: str | None = None,
+    study_prefix: str | tuple[str, ...] | None = None,
     phase: str | None = "seeds",
 ) -> str:
     """Markdown Table 1 for the trials in ``storage`` (see :func:`load_runs` for the filters)."""

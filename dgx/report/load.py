@@ -42,13 +42,14 @@ def _open(storage: str | optuna.storages.BaseStorage) -> tuple[optuna.storages.B
         raise DgxError(f"cannot open Optuna storage {storage!r}: {first_line}") from exc
 
 
-def _study_names(storage: optuna.storages.BaseStorage, label: str, study_prefix: str | None) -> list[str]:
+def _study_names(storage: optuna.storages.BaseStorage, label: str,
+                 study_prefix: str | tuple[str, ...] | None) -> list[str]:
     names = sorted(optuna.get_all_study_names(storage))
     if not names:
         raise DgxError(f"Optuna storage {label} contains no studies; run `dgx sweep` first or check the storage URL")
     if study_prefix is None:
         return names
-    chosen = [n for n in names if n.startswith(study_prefix)]
+    chosen = [n for n in names if n.startswith(study_prefix)]  # str.startswith takes a tuple too
     if not chosen:
         raise DgxError(
             f"no study name starts with {study_prefix!r} in {label}; available studies: {', '.join(names)}"
@@ -82,7 +83,7 @@ def _trial_rows(study: str, trial: optuna.trial.FrozenTrial) -> list[tuple]:
 
 def load_runs(
     storage: str | optuna.storages.BaseStorage,
-    study_prefix: str | None = None,
+    study_prefix: str | tuple[str, ...] | None = None,
     phase: str | None = "seeds",
 ) -> pd.DataFrame:
     """All COMPLETE dgx trials in ``storage`` as one row per (trial, domain).
