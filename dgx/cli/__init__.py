@@ -69,6 +69,14 @@ app.command("train")(_train.train)
 app.command("sweep")(_sweep.sweep)
 app.command("report")(_report.report)
 
+from dgx.cli.analyze import analyze_app  # noqa: E402
+from dgx.cli.data import data_app  # noqa: E402
+from dgx.cli.masks import masks_app  # noqa: E402
+
+app.add_typer(data_app, name="data")
+app.add_typer(analyze_app, name="analyze")
+app.add_typer(masks_app, name="masks")
+
 
 def main() -> None:
     app()

@@ -1,0 +1,50 @@
+"""``dgx masks``: look at the attribution masks a dataset provides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dgx.config import get_settings
+from dgx.errors import DgxError
+
+masks_app = typer.Typer(no_args_is_help=True, help="Inspect attribution masks (abnormality, scaled, periphery).")
+
+DataOpt = Annotated[str, typer.Option("--data", help="Dataset: decoy-cxr (built-in synthetic benchmark).")]
+DataOptsOpt = Annotated[Optional[list[str]], typer.Option("--data-opt", help="Dataset option KEY=VALUE, repeatable.")]
+ImageSizeOpt = Annotated[Optional[int], typer.Option(
+    "--image-size", min=16, help="Image side in pixels. Default: the dataset's.")]
+IndexOpt = Annotated[int, typer.Option("--index", min=0, help="Which positive of the source train split (0 = first).")]
+OutOpt = Annotated[Path, typer.Option("--out", help="PNG to write.")]
+
+
+@masks_app.command("show")
+def show(
+    data: DataOpt = "decoy-cxr",
+    data_opt: DataOptsOpt = None,
+    image_size: ImageSizeOpt = None,
+    index: IndexOpt = 0,
+    out: OutOpt = Path("figures/figure2_masks.png"),
+) -> None:
+    """Figure 2: one positive training image with each of its masks highlighted, side by side."""
+    import numpy as np
+
+    from dgx.analyze.figures import figure2
+    from dgx.cli.common import parse_data_options
+    from dgx.data import MASK_KINDS, load_dataset
+
+    bundle = load_dataset(data, dict(parse_data_options(data_opt)), image_size, get_settings().data_dir)
+    split = bundle.train
+    positives = np.flatnonzero(split.labels == 1)
+    if index >= len(positives):
+        raise DgxError(f"--index {index} is out of range: {data} train has {len(positives)} positives "
+                       f"(0..{len(positives) - 1}); pick a smaller --index")
+    i = int(positives[index])
+    # Gaze exists only for real CXR-P images, so synthetic data shows the three drawn kinds.
+    masks = {k: split.masks[k][i] for k in MASK_KINDS if k in split.masks}
+    path = figure2(split.images[i], masks, out, title=f"{data} ({bundle.source}) train image {i}, positive #{index}")
+    for kind, m in masks.items():
+        typer.echo(f"{kind}: {int(m.sum())} px ({100 * m.mean():.1f}% of image)")
+    typer.echo(f"wrote {path}")
