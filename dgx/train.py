@@ -172,7 +172,10 @@ def train(
             if on_epoch is not None:
                 on_epoch(epoch + 1, history[-1])
     finally:
-        bar.remove_task(task) if not own_bar else bar.stop()
+        if own_bar:
+            bar.stop()
+        else:
+            bar.remove_task(task)
 
     model.load_state_dict(torch.load(run_dir / "best.pt", map_location=dev, weights_only=True))
     domains = {data.source: data.test, **data.targets}

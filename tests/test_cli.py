@@ -127,3 +127,17 @@ def test_missing_imagenet_weights_say_how_to_supply_them(monkeypatch, tmp_path):
     result = invoke("train", "erm", "--weights", "imagenet", "--model", "resnet18")
     assert result.exit_code == 2
     assert "resnet18-f37072fd.pth" in result.output and "--weights none" in result.output
+
+
+def test_sweep_and_report_on_a_journal_file_storage(tmp_path):
+    url = f"journal:///{tmp_path / 'studies.journal'}"
+    result = invoke("sweep", "gradmask", "--mask", "scaled", "--trials", "1", "--seeds", "2", "--epochs", "1",
+                    "--no-baseline", "--storage", url, *cli_data_args())
+    assert result.exit_code == 0, result.output
+    assert "GradMask (scaled)" in result.output and "| ERM" not in result.output
+    report = invoke("report", "--storage", url)
+    assert report.exit_code == 0, report.output
+    assert "GradMask (scaled)" in report.output and "| 2 |" in report.output
+    # Search and seeds trials share seed 0: mixing phases is refused with a one-line hint, not a traceback.
+    mixed = invoke("report", "--storage", url, "--phase", "all")
+    assert mixed.exit_code == 2 and "mixed configurations" in mixed.output

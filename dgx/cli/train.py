@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from dgx.cli import common as c
@@ -57,6 +58,4 @@ def train(
     table.add_column("AUROC", justify="right")
     for domain, value in result.auroc.items():
         table.add_row(domain, "source test" if domain == bundle.source else "target", f"{100 * value:.1f}")
-    from rich.console import Console
-
-    Console().print(table)
+    Console().print(table)  # stdout: the result, while progress and logs go to stderr

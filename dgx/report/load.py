@@ -31,15 +31,14 @@ def _open(storage: str | optuna.storages.BaseStorage) -> tuple[optuna.storages.B
         return storage, type(storage).__name__
     # Opening a missing SQLite file would silently create an empty database,
     # which then reports "no studies" instead of the real mistake: a bad path.
-    if storage.startswith("sqlite:///"):
-        path = storage[len("sqlite:///"):].split("?", 1)[0]
-        if path and path != ":memory:" and not os.path.exists(path):
-            raise DgxError(f"Optuna storage file {path!r} does not exist; check the --storage URL {storage!r}")
-    try:
-        return optuna.storages.get_storage(storage), storage
-    except Exception as exc:  # driver/URL problems surface as many types
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DgxError(f"cannot open Optuna storage {storage!r}: {first_line}") from exc
+    for scheme in ("sqlite:///", "journal:///"):
+        if storage.startswith(scheme):
+            path = storage[len(scheme) - (1 if scheme == "journal:///" else 0):].split("?", 1)[0]
+            if path and path != ":memory:" and not os.path.exists(path):
+                raise DgxError(f"Optuna storage file {path!r} does not exist; check the --storage URL {storage!r}")
+    from dgx.sweep.storage import open_storage  # the same URL forms as `dgx sweep` (journal:// too)
+
+    return open_storage(storage, heartbeat=False), storage
 
 
 def _study_names(storage: optuna.storages.BaseStorage, label: str,

@@ -123,10 +123,10 @@ def split_trainval(lists: pd.DataFrame, seed: int, val_fraction: float) -> pd.Da
     lists = lists.copy()
     lists["domain"] = lists["split"].map(lambda s: LIST_SPLITS[s][0])
     lists["mset"] = lists["split"].map(lambda s: LIST_SPLITS[s][1])
-    tv = lists.index[lists["split"] == "trainval_full"]
+    tv = lists[lists["split"] == "trainval_full"]
     rng = np.random.default_rng(seed)
     for label in (1, 0):
-        idx = lists.loc[tv][lists.loc[tv, "label"] == label].sort_values("image_id").index.to_numpy()
+        idx = np.array(tv[tv["label"] == label].sort_values("image_id", kind="stable").index)
         idx = rng.permutation(idx)
         n_val = int(round(val_fraction * len(idx)))
         lists.loc[idx[:n_val], "mset"] = "val"

@@ -1,0 +1,50 @@
+"""``dgx data cache``: decode a prepared dataset's images once into a memory-mapped cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dgx.errors import DgxError
+
+
+def cache(
+    root: Annotated[Path, typer.Option("--root", help="The dataset's top folder; manifest image paths are "
+                                       "relative to it.", show_default=False)],
+    manifests: Annotated[Optional[list[Path]], typer.Option("--manifests", help="Manifest CSV to cache, repeatable. "
+                                                            "Default: every CSV in --manifest-dir.")] = None,
+    manifest_dir: Annotated[Optional[Path], typer.Option("--manifest-dir", help="Folder of manifests used when "
+                                                         "--manifests is not given. Default: "
+                                                         "<DGX_DATA_DIR>/manifests.")] = None,
+    size: Annotated[int, typer.Option("--size", min=8, help="Side in pixels of the cached images and masks.")] = 224,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder holding the caches (one sub-folder per "
+                                                "content hash). Default: <DGX_DATA_DIR>/cache.")] = None,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad/--fail-bad", help="Drop unreadable images with a warning "
+                                           "(--skip-bad) or stop at the first one (--fail-bad).")] = False,
+    lung_dir: Annotated[Optional[Path], typer.Option("--lung-dir", help="Folder of lung masks <image stem>.png "
+                                                     "for the periphery masks. Default: a lung-atlas template.")] = None,
+    rle: Annotated[Optional[Path], typer.Option("--rle", help="SIIM RLE CSV for rle: abnormalities. Default: the "
+                                                "copy torchxrayvision ships.")] = None,
+) -> None:
+    """Decode every image of the manifests once, resize, and store images + masks memory-mapped.
+
+    The cache folder is named by a hash of the manifests, size and mask options:
+    rerunning is instant, and a changed manifest or size builds a new one.
+    """
+    from dgx.config import get_settings
+    from dgx.data.cache import build_cache, read_index
+    from dgx.progress import console
+
+    data_dir = get_settings().data_dir
+    if not manifests:
+        folder = manifest_dir if manifest_dir is not None else data_dir / "manifests"
+        manifests = sorted(Path(folder).glob("*.csv"))
+        if not manifests:
+            raise DgxError(f"no manifests in {folder}; run `dgx data prepare SOURCE` or pass --manifests FILE")
+    path = build_cache(list(manifests), root, size, out if out is not None else data_dir / "cache",
+                       on_error="skip" if skip_bad else "fail", lung_dir=lung_dir, rle=rle)
+    index = read_index(path)
+    console.print(f"cache {path}: {index['n']} images at {size} px, {len(index['dropped'])} dropped")
+    typer.echo(str(path))
