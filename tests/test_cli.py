@@ -103,6 +103,8 @@ def test_sweep_then_report_then_resume(tmp_path, monkeypatch):
         (["train", "rrr", "--data-opt", "colour=red"], "unknown decoy-cxr option 'colour'"),
         (["train", "rrr", "--budget", "huge"], "unknown budget 'huge'; choose from: paper, quick"),
         (["report", "--storage", "sqlite:///nothing-here.db"], "does not exist"),
+        (["sweep", "rrr", "--sampler", "cmaes"], "unknown sampler 'cmaes'; choose from: grid, random, tpe"),
+        (["sweep", "rrr", "--pruner", "sometimes"], "unknown pruner 'sometimes'; choose from: hyperband, median, none"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args, message):
@@ -141,3 +143,19 @@ def test_sweep_and_report_on_a_journal_file_storage(tmp_path):
     # Search and seeds trials share seed 0: mixing phases is refused with a one-line hint, not a traceback.
     mixed = invoke("report", "--storage", url, "--phase", "all")
     assert mixed.exit_code == 2 and "mixed configurations" in mixed.output
+
+
+@pytest.mark.parametrize("sampler, pruner", [("random", "median"), ("tpe", "hyperband")])
+def test_sweep_with_other_samplers_and_pruners(tmp_path, sampler, pruner):
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    result = invoke("sweep", "rrr", "--mask", "abnormality", "--sampler", sampler, "--pruner", pruner,
+                    "--trials", "4", "--seeds", "1", "--epochs", "2", "--no-baseline", "--storage", url,
+                    *cli_data_args())
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="rrr-abnormality-decoy-cxr-quick", storage=url)
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert len(finished) == 4
+    # every trial reported its source-val AUROC per epoch (cached reruns of a point too), so pruners can act
+    assert all(len(t.intermediate_values) >= 1 for t in finished)
+    grid_values = {1.0e-3, 1.0e-1}
+    assert all(t.params["lam"] in grid_values for t in finished)

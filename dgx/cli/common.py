@@ -86,7 +86,7 @@ def resolve_config(method: str, mask: str | None, data: str, data_opt: list[str]
         batch_size=batch_size,
         epochs=epochs if epochs is not None else int(train.get("epochs", 0)),
         seed=seed,
-        actdiff_layers=actdiff_layers,
+        actdiff_layers=actdiff_layers if method == "actdiff" else "all",  # only ActDiff reads it
     )
     return cfg, budget
 

@@ -30,6 +30,8 @@ def sweep(
     actdiff_layers: c.LayersOpt = "all",
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL. Default: DGX_STORAGE or sqlite:///runs/dgx.db.")] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="Study name. Default: METHOD-MASK-DATA-BUDGET.")] = None,
+    sampler: Annotated[str, typer.Option("--sampler", help="grid (exact grid, the paper's) | tpe | random (over the grid's values).")] = "grid",
+    pruner: Annotated[str, typer.Option("--pruner", help="none | median | hyperband: stop weak trials early on per-epoch source-val AUROC.")] = "none",
     baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Also sweep ERM with the same budget and data, so the table compares against it.")] = True,
     device: c.DeviceOpt = "auto",
 ) -> None:
@@ -40,6 +42,7 @@ def sweep(
     """
     from dgx.report import report as build_report
     from dgx.sweep import SweepPlan, open_storage, run_sweep
+    from dgx.sweep.study import make_pruner, make_sampler
 
     settings = get_settings()
     cfg, plan_budget = c.resolve_config(method, mask, data, data_opt, budget, model=model, weights=weights,
@@ -48,10 +51,11 @@ def sweep(
     url = storage or settings.default_storage()
     name = study_name(cfg, plan_budget.name, prefix=study) if study is None else study
     plan = SweepPlan(base=cfg, budget=plan_budget, study=name, storage=url, trials=trials,
-                     seeds=seeds or plan_budget.seeds, device=device)
+                     seeds=seeds or plan_budget.seeds, device=device, sampler=sampler, pruner=pruner)
+    make_sampler(sampler, plan.grid), make_pruner(plan)  # validate before any work
     plans = [plan]
     if baseline and cfg.method != "erm":
-        erm = replace(cfg, method="erm", mask="none", lam=0.0)
+        erm = replace(cfg, method="erm", mask="none", lam=0.0, actdiff_layers="all")  # ERM-only identity
         plans.append(replace(plan, base=erm, study=study_name(erm, plan_budget.name, prefix=study)))
     build_model(cfg.model, cfg.weights)  # fail fast on bad model, weights or storage, before building data
     open_storage(url)

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from dgx.config import Settings
 from dgx.data.base import Bundle
-from dgx.errors import DgxError
+from dgx.errors import DgxError, unknown_choice
 from dgx.progress import make_progress
 from dgx.sweep.space import Budget, suggest
 from dgx.sweep.storage import open_storage
@@ -47,6 +47,8 @@ class SweepPlan:
     trials: int | None = None  # cap on grid points (None = whole grid)
     seeds: int = 3  # seeds-phase size
     device: str = "auto"
+    sampler: str = "grid"  # grid (exact, the paper's) | tpe | random (over the same grid values)
+    pruner: str = "none"  # none | median | hyperband, acting on per-epoch source-val AUROC
 
     @property
     def grid(self) -> dict[str, list[float]]:
@@ -61,7 +63,7 @@ class SweepPlan:
 def run_sweep(plan: SweepPlan, data: Bundle, settings: Settings, progress: bool = True) -> tuple[str, str]:
     """Run (or resume) the search and seeds phases; returns the two study names."""
     storage = open_storage(plan.storage)
-    search = _open_study(plan, storage, plan.study, optuna.samplers.GridSampler(plan.grid, seed=0))
+    search = _open_study(plan, storage, plan.study, make_sampler(plan.sampler, plan.grid), make_pruner(plan))
     with make_progress() as bar:
         bar.disable = not progress
         total = bar.add_task(f"sweep {plan.study}", total=plan.n_points + plan.seeds, status="")
@@ -78,8 +80,30 @@ def run_sweep(plan: SweepPlan, data: Bundle, settings: Settings, progress: bool 
     return search.study_name, seeds.study_name
 
 
-def _open_study(plan: SweepPlan, storage, name: str, sampler) -> optuna.Study:
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+SAMPLERS = ("grid", "tpe", "random")
+PRUNERS = ("none", "median", "hyperband")
+
+
+def make_sampler(name: str, grid: dict[str, list[float]]) -> optuna.samplers.BaseSampler:
+    if name not in SAMPLERS:
+        raise unknown_choice("sampler", name, SAMPLERS)
+    if name == "grid":
+        return optuna.samplers.GridSampler(grid, seed=0)
+    return optuna.samplers.TPESampler(seed=0) if name == "tpe" else optuna.samplers.RandomSampler(seed=0)
+
+
+def make_pruner(plan: SweepPlan) -> optuna.pruners.BasePruner:
+    if plan.pruner not in PRUNERS:
+        raise unknown_choice("pruner", plan.pruner, PRUNERS)
+    if plan.pruner == "median":  # compare from epoch 1 once two trials have finished
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    if plan.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=plan.base.num_epochs)
+    return optuna.pruners.NopPruner()
+
+
+def _open_study(plan: SweepPlan, storage, name: str, sampler, pruner=None) -> optuna.Study:
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                 direction="maximize", load_if_exists=True)
     fixed = {k: v for k, v in plan.base.to_dict().items() if k not in _VARYING}
     stored = study.user_attrs.get("base_config")
@@ -105,9 +129,12 @@ def _objective(plan: SweepPlan, data: Bundle, settings: Settings, phase: str, gr
         if wandb.ref:
             trial.set_user_attr("wandb_run", wandb.ref)
 
+        reported: set[int] = set()
+
         def on_epoch(epoch: int, stats: dict) -> None:
             wandb.log_epoch(epoch, stats)
             trial.report(stats["val_auroc"], epoch)
+            reported.add(epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
@@ -120,6 +147,9 @@ def _objective(plan: SweepPlan, data: Bundle, settings: Settings, phase: str, gr
         except BaseException:
             wandb.finish(None, exit_code=1)
             raise
+        for stats in result.history:  # epochs this process did not train (resumed or cached run)
+            if stats["epoch"] not in reported:
+                trial.report(stats["val_auroc"], stats["epoch"])
         record_trial(trial, cfg, result, phase=phase, source=data.source, targets=list(data.targets),
                      wandb_run=wandb.ref)
         wandb.finish(result)
@@ -142,9 +172,12 @@ def _run_grid(study: optuna.Study, objective: Callable, plan: SweepPlan, on_done
     retried: set[tuple] = set()  # at most one retry per point per invocation
     while True:
         trials = study.get_trials(deepcopy=False)
-        finished = {_key(t.params) for t in trials if t.state.is_finished() and not _retryable(t)}
-        on_done(min(len(finished), plan.n_points))
-        if len(finished) >= plan.n_points:
+        finished_trials = [t for t in trials if t.state.is_finished() and not _retryable(t)]
+        finished = {_key(t.params) for t in finished_trials}
+        # grid: distinct points; tpe/random may revisit a point, so they count trials.
+        done = len(finished) if plan.sampler == "grid" else len(finished_trials)
+        on_done(min(done, plan.n_points))
+        if done >= plan.n_points:
             return
         started = {_key(t.params) for t in trials if t.params}
         waiting = {_key(t.params) for t in trials if t.state == TrialState.WAITING}
@@ -155,7 +188,7 @@ def _run_grid(study: optuna.Study, objective: Callable, plan: SweepPlan, on_done
                 retried.add(k)
                 waiting.add(k)
         untouched = [p for p in plan.budget.points(plan.base.method) if _key(p) not in started]
-        if not waiting and not untouched:
+        if plan.sampler == "grid" and not waiting and not untouched:
             return  # every point was tried; the failures are recorded on their trials
         study.optimize(objective, n_trials=1, catch=(NonFiniteLossError,))
 
