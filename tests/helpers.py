@@ -27,3 +27,16 @@ def cli_data_args() -> list[str]:
     for key, value in TINY_DATA.items():
         args += ["--data-opt", f"{key}={value}"]
     return args + ["--image-size", "32", "--model", "resnet18", "--weights", "none"]
+
+
+def reference_dir(needed: str = "cxr_p_splits.csv") -> Path:
+    """../shared/reference beside the checkout, else $DGX_REFERENCE_DIR; skip the test where absent."""
+    import os
+
+    import pytest
+
+    here = Path(__file__).resolve().parents[2] / "shared" / "reference"
+    path = here if here.is_dir() else Path(os.environ.get("DGX_REFERENCE_DIR", "/nonexistent"))
+    if not (path / needed).is_file():
+        pytest.skip(f"reference file {needed} not available (../shared/reference or $DGX_REFERENCE_DIR)")
+    return path

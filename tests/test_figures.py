@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from dgx.analyze import mass_box, upper_half_fraction
 from dgx.cli import DgxGroup
 from dgx.cli.analyze import analyze_app
 from dgx.cli.masks import masks_app
+from tests.helpers import reference_dir as shared_reference
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = ["--data-opt", "n_train=24", "--data-opt", "n_val=4", "--data-opt", "n_test=4", "--data-opt", "n_target=2"]
@@ -26,11 +26,7 @@ runner = CliRunner()
 
 
 def reference_dir() -> Path:
-    here = Path(__file__).resolve().parents[2] / "shared" / "reference"
-    path = here if here.is_dir() else Path(os.environ.get("DGX_REFERENCE_DIR", "/nonexistent"))
-    if not (path / "cxr_p_gaze.csv.gz").is_file():
-        pytest.skip("reference data (../shared/reference or $DGX_REFERENCE_DIR) not available")
-    return path
+    return shared_reference("cxr_p_gaze.csv.gz")
 
 
 def measured(output: str, name: str) -> float:

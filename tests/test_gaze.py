@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +11,11 @@ from scipy import ndimage
 
 from dgx.errors import DgxError
 from dgx.masks.gaze import gaze_heatmap, gaze_heatmaps, gaze_mask, load_gaze
+from tests.helpers import reference_dir as shared_reference
 
 
 def reference_dir() -> Path:
-    here = Path(__file__).resolve().parents[2] / "shared" / "reference"
-    path = here if here.is_dir() else Path(os.environ.get("DGX_REFERENCE_DIR", "/nonexistent"))
-    if not (path / "cxr_p_gaze.csv.gz").is_file():
-        pytest.skip("reference data (../shared/reference or $DGX_REFERENCE_DIR) not available")
-    return path
+    return shared_reference("cxr_p_gaze.csv.gz")
 
 
 def fix(x, y, t) -> pd.DataFrame:

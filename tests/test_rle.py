@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +10,11 @@ import pytest
 
 from dgx.errors import DgxError
 from dgx.masks.rle import abnormality_mask, any_pool, decode_rle, encode_rle, load_rle_table, siim_rle_path
+from tests.helpers import reference_dir as shared_reference
 
 
 def reference_dir() -> Path:
-    here = Path(__file__).resolve().parents[2] / "shared" / "reference"
-    path = here if here.is_dir() else Path(os.environ.get("DGX_REFERENCE_DIR", "/nonexistent"))
-    if not (path / "cxr_p_splits.csv").is_file():
-        pytest.skip("reference data (../shared/reference or $DGX_REFERENCE_DIR) not available")
-    return path
+    return shared_reference("cxr_p_splits.csv")
 
 
 @pytest.fixture(scope="module")
