@@ -95,7 +95,7 @@ def test_sweep_then_report_then_resume(tmp_path, monkeypatch):
     [
         (["train", "nope"], "unknown method 'nope'; choose from: actdiff, erm, gradmask, rrr"),
         (["train", "rrr", "--mask", "lungs"], "unknown mask 'lungs'; choose from: abnormality, none, periphery, scaled"),
-        (["sweep", "rrr", "--data", "mnist"], "unknown dataset 'mnist'; choose from: decoy-cxr"),
+        (["sweep", "rrr", "--data", "mnist"], "unknown dataset 'mnist'; choose from: cxr-p, cxr-p-full, decoy-cxr"),
         (["train", "rrr", "--lam", "-0.5"], "--lam must be a non-negative number"),
         (["train", "rrr", "--lam", "abc"], "Invalid value for '--lam'"),
         (["train", "rrr", "--weights", "missing.pt"], "weights file missing.pt does not exist"),

@@ -26,7 +26,7 @@ def parse_opts(items: list[str] | None) -> dict[str, str]:
 
 @data_app.command("prepare")
 def prepare(
-    source: Annotated[str, typer.Argument(help="Source: chestxray8 | chexpert | mimic (| siim when installed).",
+    source: Annotated[str, typer.Argument(help="Source: siim (CXR-P, CXR-P Full) | chestxray8 | chexpert | mimic.",
                                           show_default=False)],
     root: Annotated[Optional[Path], typer.Option("--root", help="The dataset's top folder (images and, optionally, "
                                                  "metadata CSVs). Needed unless --metadata-only.")] = None,
@@ -68,3 +68,8 @@ def prepare(
 
 def _age(value: float, digits: int) -> str:
     return "—" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+from dgx.cli.data_cache import cache as _cache  # noqa: E402
+
+data_app.command("cache")(_cache)

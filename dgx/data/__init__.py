@@ -24,10 +24,21 @@ def _load_decoy(options: Mapping[str, str], image_size: int | None, data_dir: Pa
     return load_decoy(cfg, data_dir)
 
 
+def _load_real(name: str) -> Callable[[Mapping[str, str], int | None, Path], Bundle]:
+    def load(options: Mapping[str, str], image_size: int | None, data_dir: Path) -> Bundle:
+        from dgx.data.real import load_real
+
+        return load_real(name, options, image_size, data_dir)
+
+    return load
+
+
 # name -> loader(options, image_size, data_dir). The data do not depend on the
 # training seed: every seed of a configuration sees the same splits, as in the paper.
 DATASETS: dict[str, Callable[[Mapping[str, str], int | None, Path], Bundle]] = {
     "decoy-cxr": _load_decoy,
+    "cxr-p": _load_real("cxr-p"),  # real SIIM-ACR subset: needs `dgx data prepare` + `dgx data cache`
+    "cxr-p-full": _load_real("cxr-p-full"),
 }
 
 
@@ -45,6 +56,8 @@ def dataset_options(name: str) -> dict[str, object]:
         from dgx.data.decoy import DecoyConfig
 
         return {f.name: f.default for f in dataclasses.fields(DecoyConfig)}
+    if name in ("cxr-p", "cxr-p-full"):
+        return {"manifest_dir": "<DGX_DATA_DIR>/manifests", "cache_dir": "<DGX_DATA_DIR>/cache"}
     return {}
 
 

@@ -129,6 +129,8 @@ def build_cache(manifests: list[Path], root: Path, size: int, out: Path, *,
                     arrays[kind][j] = masks[kind]
                 kept.append(i)
                 progress.advance(task)
+        if not kept:
+            raise DgxError(f"none of the {n} images could be read under --root {root}; check --root")
         for name, arr in arrays.items():
             arr.flush()
             if len(kept) < n:  # compact after drops (rare): rewrite the first len(kept) rows
