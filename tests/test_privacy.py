@@ -1,0 +1,48 @@
+"""Patient data never leaves the machine: the W&B files of a real-data sweep hold no
+pixels, image IDs, image paths or patient IDs.
+
+W&B runs offline here (no server is reachable); the offline run files are exactly
+what `wandb sync` would upload, so they are what this test reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+import numpy as np
+import pandas as pd
+from typer.testing import CliRunner
+
+from dgx.cli import app
+from dgx.data.real import load_real
+from tests.test_real_pipeline import SIZE, prepared  # noqa: F401  (pytest fixture)
+
+
+def test_offline_wandb_files_hold_no_pixels_or_ids(prepared, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    result = CliRunner().invoke(app, [
+        "sweep", "rrr", "--data", "cxr-p", "--mask", "abnormality", "--trials", "1", "--seeds", "1",
+        "--epochs", "1", "--no-baseline", "--image-size", str(SIZE), "--model", "resnet18", "--weights", "none",
+        "--storage", f"sqlite:///{tmp_path / 'db.sqlite3'}"])
+    assert result.exit_code == 0, result.output
+
+    files = [p for p in (tmp_path / "runs" / "wandb").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".wandb" for p in files)  # the run really was written
+    blob = b"".join(p.read_bytes() for p in files)
+    assert b"val/auroc" in blob  # metrics did go in: the check below is not vacuous
+
+    manifests = [pd.read_csv(p, dtype=str) for p in (prepared["data"] / "manifests").glob("cxr-p.*.csv")]
+    rows = pd.concat(manifests)
+    # image paths, and every path component: study/series/SOP instance UIDs are the image IDs
+    secrets = set(rows["image"]) | {part for img in rows["image"] for part in PurePosixPath(img).parts}
+    secrets |= {PurePosixPath(img).stem for img in rows["image"]}
+    # Patient IDs too, where long enough not to occur in a binary file by chance (the fixture's "p12" are not).
+    secrets |= {p for p in rows["patient_id"].dropna() if len(p) >= 6}
+    assert len(secrets) > 20
+    leaked = sorted(s for s in secrets if s.encode() in blob)
+    assert not leaked, leaked
+
+    bundle = load_real("cxr-p", {}, SIZE, prepared["data"])
+    for i in range(3):  # no image's raw pixel rows appear in the files
+        row = np.ascontiguousarray(bundle.train.images[i, SIZE // 2]).tobytes()
+        assert row not in blob
