@@ -35,8 +35,9 @@ class DgxGroup(TyperGroup):
             typer.echo(f"error: {exc}", err=True)
             rv = 2
         except (typer.Abort, KeyboardInterrupt):
-            typer.echo("interrupted; rerun the same command to resume", err=True)
             rv = 130
+        if rv == 130:  # Ctrl-C (Click turns KeyboardInterrupt into exit code 130 itself)
+            typer.echo("interrupted; rerun the same command to resume", err=True)
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,75 @@
+"""Sweeps survive faults: a diverging trial, and Ctrl-C followed by a rerun."""
+
+from __future__ import annotations
+
+import optuna
+import torch
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+import dgx.sweep.study as study_mod
+from dgx.cli import app
+from tests.helpers import cli_data_args
+
+runner = CliRunner()
+
+
+def sweep_args(url: str, *extra: str) -> list[str]:
+    return ["sweep", "rrr", "--mask", "periphery", "--trials", "3", "--seeds", "1", "--epochs", "2",
+            "--no-baseline", "--storage", url, *cli_data_args(), *extra]
+
+
+def test_non_finite_loss_fails_that_trial_and_the_study_continues(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    from dgx.methods.rrr import RRR
+
+    original = RRR.loss
+
+    def loss(self, model, x, y, m):  # λ = 0.1 diverges (injected NaN); λ = 0.001 trains normally
+        parts = original(self, model, x, y, m)
+        return {**parts, "loss": parts["loss"] * torch.tensor(float("nan"))} if self.lam == 0.1 else parts
+
+    monkeypatch.setattr(RRR, "loss", loss)
+    result = runner.invoke(app, sweep_args(url))
+    assert result.exit_code == 0, result.output
+    trials = optuna.load_study(study_name="rrr-periphery-decoy-cxr-quick", storage=url).trials
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert failed and all(t.params["lam"] == 0.1 for t in failed)
+    assert all("non-finite training loss" in t.user_attrs["fail_reason"] for t in failed)
+    assert complete and all(t.params["lam"] == 0.001 for t in complete)
+    assert len(failed) + len(complete) == 3  # the cap counts the diverged points; nothing retried them
+    assert "RRR (periphery)" in result.output  # the seeds phase ran on the best finite configuration
+
+
+def test_ctrl_c_then_rerun_resumes_the_interrupted_trial(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    real_train = study_mod.train
+    calls = []
+
+    def interrupted_train(cfg, data, run_dir, *, on_epoch=None, **kw):
+        def stop_after_first_epoch(epoch, stats):
+            on_epoch(epoch, stats)
+            if not calls:
+                calls.append(epoch)
+                raise KeyboardInterrupt
+
+        return real_train(cfg, data, run_dir, on_epoch=stop_after_first_epoch, **kw)
+
+    monkeypatch.setattr(study_mod, "train", interrupted_train)
+    first = runner.invoke(app, sweep_args(url))
+    assert first.exit_code == 130 and "rerun the same command to resume" in first.output
+    study = optuna.load_study(study_name="rrr-periphery-decoy-cxr-quick", storage=url)
+    (cut,) = study.trials
+    assert cut.state == TrialState.FAIL and "fail_reason" not in cut.user_attrs  # storage left consistent
+
+    monkeypatch.setattr(study_mod, "train", real_train)
+    again = runner.invoke(app, sweep_args(url))
+    assert again.exit_code == 0, again.output
+    trials = optuna.load_study(study_name=study.study_name, storage=url).trials
+    retries = [t for t in trials if t.user_attrs.get("retry_of") == cut.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == cut.params
+    assert retries[0].user_attrs["resumed_from"] == 1  # continued from the epoch-1 checkpoint
+    points = [tuple(sorted(t.params.items())) for t in trials if t.state == TrialState.COMPLETE]
+    assert len(points) == len(set(points)) == 3  # every point once
