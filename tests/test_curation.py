@@ -200,6 +200,38 @@ def test_chexpert_targets(chexpert, chexpert_meta, domain):
         assert df["age"].min() < median and 57 < df["age"].mean() < 63
 
 
+def test_official_protocol_reproduces_the_release_mean_ages(nih_meta, chexpert_meta):
+    """The paper's code names its target lists by mean age: 71.391 (ChestX-ray8 age),
+    51.126 (CheXpert hospital), 78.561 (CheXpert hospital+age). protocol=official
+    rebuilds lists with exactly those means from the shipped metadata."""
+    nih = prepare("chestxray8", protocol="official")["chestx-ray8-age.test"]
+    cx = prepare("chexpert", protocol="official")
+    found = {"chestx-ray8-age": nih, "chexpert": cx["chexpert.test"], "chexpert-age": cx["chexpert-age.test"]}
+    for domain, df in found.items():
+        assert len(df) == N and df["label"].sum() == POS, domain
+        print(f"{domain} (official): mean age {df['age'].mean():.3f} min {df['age'].min():g}")
+    assert round(found["chestx-ray8-age"]["age"].mean(), 3) == 71.391
+    assert round(found["chexpert"]["age"].mean(), 3) == 51.126
+    assert round(found["chexpert-age"]["age"].mean(), 3) == 78.561
+    # Official positives have Pneumothorax as their only finding; negatives are "No Finding".
+    rows = nih_meta.loc[nih["image"].str.removeprefix("images/")]
+    assert (rows["Finding Labels"].to_numpy()[nih["label"].to_numpy() == 1] == "Pneumothorax").all()
+    rows = chexpert_meta.set_index("Path").loc["CheXpert-v1.0-small/" + found["chexpert"]["image"]]
+    assert (rows["No Finding"].to_numpy()[found["chexpert"]["label"].to_numpy() == 0] == 1).all()
+
+
+def test_selections_on_a_hand_pool():
+    pool = pd.DataFrame({"image": list("fedcba"), "label": [1, 0, 1, 0, 1, 0], "age": [30, 80, 70, 20, 50, 60]})
+    oldest = curate.sample_target(pool, 4, 2, 0, "t", how="oldest")
+    assert sorted(oldest["age"]) == [50, 60, 70, 80]
+    first = curate.sample_target(pool, 2, 1, 0, "t", how="first")
+    assert sorted(first["image"]) == ["e", "f"]  # first positive "f", first negative "e"
+    a = curate.sample_target(pool, 4, 2, 3, "t")
+    assert a.equals(curate.sample_target(pool.iloc[::-1], 4, 2, 3, "t"))  # seeded draw ignores row order
+    with pytest.raises(DgxError, match="protocol"):
+        prepare("chexpert", protocol="paper")
+
+
 def test_chexpert_paths_follow_the_root(tmp_path):
     paths = pd.Series(["CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg"])
     assert relative_paths(paths, None).tolist() == ["train/patient00001/study1/view1_frontal.jpg"]

@@ -104,20 +104,49 @@ def median_age(ages: pd.Series) -> float:
     return float(pd.to_numeric(ages, errors="coerce").median())
 
 
-def sample_target(pool: pd.DataFrame, n: int, positives: int, seed: int, where: str) -> pd.DataFrame:
-    """Draw ``positives`` rows with label 1 and ``n - positives`` with label 0, seeded.
+# How a target's images are chosen from its eligible pool (see sample_target).
+SELECTIONS = ("seeded", "oldest", "first")
+# --opt protocol=: "seeded" is dgx's definition (uniform seeded draw); "official"
+# reproduces the lists of the paper's code release (see each source's docstring).
+PROTOCOLS = ("seeded", "official")
+PROTOCOL_OPTION = {"protocol": "seeded"}
 
-    The pool is sorted by image first, so the draw depends only on its content.
+
+def parse_protocol(values: Mapping[str, str], source: str) -> str:
+    protocol = values["protocol"]
+    if protocol not in PROTOCOLS:
+        raise unknown_choice(f"{source} option protocol", protocol, PROTOCOLS)
+    return protocol
+
+
+def sample_target(pool: pd.DataFrame, n: int, positives: int, seed: int, where: str,
+                  how: str = "seeded") -> pd.DataFrame:
+    """Pick ``positives`` rows with label 1 and ``n - positives`` with label 0.
+
+    ``how``:
+    - ``"seeded"``: a uniform draw with ``numpy.random.default_rng(seed)`` from the
+      pool sorted by image, so the draw depends only on the pool's content;
+    - ``"oldest"``: the oldest images of each class (ties kept in pool order);
+    - ``"first"``: the first images of each class in pool (metadata CSV) order.
     """
-    pool = pool.sort_values("image", kind="stable").reset_index(drop=True)
+    if how not in SELECTIONS:
+        raise ValueError(f"unknown selection {how!r}; expected one of {SELECTIONS}")
+    if how == "seeded":
+        pool = pool.sort_values("image", kind="stable")
+    elif how == "oldest":
+        pool = pool.sort_values("age", ascending=False, kind="stable", na_position="last")
+    pool = pool.reset_index(drop=True)
     pos, neg = pool[pool["label"] == 1], pool[pool["label"] == 0]
     negatives = n - positives
     if len(pos) < positives or len(neg) < negatives:
         raise DgxError(f"{where}: too few eligible images: {len(pos)} positives for {positives} requested, "
                        f"{len(neg)} negatives for {negatives} requested; lower --opt n= / --opt positives=")
-    rng = np.random.default_rng(seed)
-    take_pos = np.sort(rng.choice(len(pos), size=positives, replace=False))
-    take_neg = np.sort(rng.choice(len(neg), size=negatives, replace=False))
+    if how == "seeded":
+        rng = np.random.default_rng(seed)
+        take_pos = np.sort(rng.choice(len(pos), size=positives, replace=False))
+        take_neg = np.sort(rng.choice(len(neg), size=negatives, replace=False))
+    else:
+        take_pos, take_neg = np.arange(positives), np.arange(negatives)
     out = pd.concat([pos.iloc[take_pos], neg.iloc[take_neg]])
     return out.sort_values("image", kind="stable").reset_index(drop=True)
 

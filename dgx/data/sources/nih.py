@@ -5,6 +5,12 @@ then images of patients aged at least the dataset's median (49, over images) are
 kept; positives have "Pneumothorax" among their Finding Labels, negatives are
 exactly "No Finding". 4,607 are drawn, 1,014 positive.
 
+``--opt protocol=official`` reproduces the paper's code release instead: its
+split file is named for mean age 71.391, which this metadata gives exactly when
+positives are images whose only finding is Pneumothorax (1,016 aged >= 49) and
+the oldest 1,014 positives and 3,593 negatives are taken (ties in CSV order).
+The default seeded draw over all ages >= 49 has mean age ~60.
+
 Metadata: ``Data_Entry_2017_v2020.csv`` under ``--root``, else the copy
 torchxrayvision ships. Images: ``<root>/images/<Image Index>`` (the NIH layout);
 the per-archive layout ``<root>/images_001/images/...`` is resolved too.
@@ -32,19 +38,20 @@ SOURCE = "chestxray8"
 DOMAIN = "chestx-ray8-age"
 CSV_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017_v2020.csv.gz", "Data_Entry_2017.csv")
 NEEDED = ("Image Index", "Finding Labels", "Patient ID", "Patient Age", "Patient Gender", "View Position")
-OPTIONS = {**c.SIZE_OPTIONS, "siim_map": "", "siim_root": ""}
+OPTIONS = {**c.SIZE_OPTIONS, **c.PROTOCOL_OPTION, "siim_map": "", "siim_root": ""}
 
 
 def prepare(root: Path | None, *, metadata_only: bool, seed: int, options: dict[str, str]) -> dict[str, pd.DataFrame]:
     values = c.parse_options(options, OPTIONS, SOURCE)
     n, positives = c.target_size(values, SOURCE)
+    official = c.parse_protocol(values, SOURCE) == "official"
     root = c.check_root(root, metadata_only, SOURCE)
     csv = c.find_file(root, CSV_NAMES) or c.shipped_csv("Data_Entry_2017_v2020.csv.gz")
     meta = c.read_csv(csv, "NIH metadata", NEEDED)
     log.info("%s: metadata %s", SOURCE, csv)
     median = c.median_age(meta["Patient Age"])
 
-    pool = eligible(meta, median)
+    pool = eligible(meta, median, pure_positives=official)
     if not metadata_only:
         pool["image"] = resolve_images(root, pool["Image Index"])
     if values["siim_map"]:
@@ -59,17 +66,24 @@ def prepare(root: Path | None, *, metadata_only: bool, seed: int, options: dict[
                     SOURCE)
     log.info("%s: median age %g; eligible %d positives, %d negatives", SOURCE, median,
              int(pool["label"].sum()), int((pool["label"] == 0).sum()))
-    target = c.sample_target(pool, n, positives, seed, SOURCE)
+    target = c.sample_target(pool, n, positives, seed, SOURCE, how="oldest" if official else "seeded")
     if not metadata_only:
         c.check_images(root, target["image"], SOURCE)
     return {f"{DOMAIN}.test": c.to_manifest(target, DOMAIN)}
 
 
-def eligible(meta: pd.DataFrame, median: float) -> pd.DataFrame:
-    """Images of patients aged >= median, labelled pneumothorax (1) or "No Finding" (0)."""
+def eligible(meta: pd.DataFrame, median: float, pure_positives: bool = False) -> pd.DataFrame:
+    """Images of patients aged >= median, labelled pneumothorax (1) or "No Finding" (0).
+
+    Positives have Pneumothorax among their findings, or, with ``pure_positives``,
+    as their only finding (the official protocol).
+    """
     age = pd.to_numeric(meta["Patient Age"], errors="coerce")
     findings = meta["Finding Labels"].fillna("").astype(str)
-    positive = findings.str.split("|").apply(lambda labels: "Pneumothorax" in labels)
+    if pure_positives:
+        positive = findings == "Pneumothorax"
+    else:
+        positive = findings.str.split("|").apply(lambda labels: "Pneumothorax" in labels)
     negative = findings == "No Finding"
     keep = (age >= median) & (positive | negative)
     pool = meta.loc[keep, list(NEEDED)].copy()
