@@ -13,6 +13,8 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("DGX_STORAGE", raising=False)
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    # --lung-model auto must not find a developer's real PSPNet weights during tests.
+    monkeypatch.setenv("DGX_LUNG_MODEL", str(tmp_path / "no-lung-model.pth"))
     monkeypatch.chdir(tmp_path)  # a stray .env in the repo must not leak into tests
     from dgx.config import get_settings
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -152,3 +153,57 @@ def test_cli_cache(siim, tmp_path):
 
 def test_lesion_helper_is_inside_image():
     assert lesion(64, 3).any() and not lesion(64, 3)[40:].any()
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path):
+    """Issue B point 12 through the real CLI: each bad input names the file and the problem."""
+    from typer.testing import CliRunner
+
+    from dgx.cli import app
+    from tests.test_siim import write_siim_tree
+
+    runner = CliRunner()
+
+    def fails(*args, needle):
+        result = runner.invoke(app, [str(a) for a in args])
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+        assert needle in lines[0], lines[0]
+        assert "Traceback" not in result.output
+
+    root = tmp_path / "siim"
+    splits, rle = write_siim_tree(root, SMALL)
+    out = tmp_path / "m"
+    prep = ("data", "prepare", "siim", "--splits", splits, "--opt", f"rle={rle}", "--out", out)
+    fails(*prep[:3], "--root", tmp_path / "absent", needle="absent")  # missing root
+    bad_csv = tmp_path / "list.csv"
+    bad_csv.write_text("split,image_id\ntrain,1\n")
+    fails("data", "prepare", "siim", "--metadata-only", "--splits", bad_csv, needle="lacks column(s) dicom_path")
+    fails("data", "prepare", "chexpert", "--splits", splits, needle="--splits is for the siim source only")
+    rel = pd.read_csv(splits)["dicom_path"]
+    (root / rel.iloc[0]).write_bytes(b"plain text named .dcm")  # a non-DICOM .dcm
+    fails(*prep, "--root", root, needle=f"{rel.iloc[0]}")
+    (root / rel.iloc[0]).unlink()  # a referenced image that is absent
+    fails(*prep, "--root", root, needle=f"{rel.iloc[0]} not found")
+    write_dicom(root / rel.iloc[0], np.full((64, 64), 100), uid=rel.iloc[0].rsplit("/", 1)[-1][:-4])
+    result = runner.invoke(app, [str(a) for a in (*prep, "--root", root)])
+    assert result.exit_code == 0, result.output
+    # A positive whose PNG abnormality mask is 40 px while its image is 64 px: size mismatch at cache time.
+    train_csv = out / "cxr-p.train.csv"
+    manifest = pd.read_csv(train_csv, keep_default_na=False)
+    good = train_csv.read_bytes()
+    k = int(np.flatnonzero(manifest["label"] == 1)[0])
+    manifest.loc[k, "abnormality"] = "masks/small.png"
+    (root / "masks").mkdir()
+    Image.fromarray(np.full((40, 40), 255, dtype=np.uint8)).save(root / "masks" / "small.png")
+    manifest.to_csv(train_csv, index=False)
+    fails("data", "cache", "--root", root, "--manifest-dir", out, "--rle", rle, "--size", 32,
+          "--out", tmp_path / "cache", needle="small.png is 40x40 but image")
+    assert not any((tmp_path / "cache").glob("*/index.json"))  # nothing half-written
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.endswith(".tmp")]
+    train_csv.write_bytes(good)
+    # The happy path through the CLI, with the --splits flag.
+    result = runner.invoke(app, [str(a) for a in ("data", "cache", "--root", root, "--manifest-dir", out, "--rle",
+                                                  rle, "--size", 32, "--out", tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    assert "lungs: 4 template" in " ".join(result.stderr.split())

@@ -35,6 +35,9 @@ def prepare(
     metadata_only: Annotated[bool, typer.Option("--metadata-only", help="Build from metadata alone, without "
                                                 "checking that the image files exist.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the target sampling (same seed, same manifest).")] = 0,
+    splits: Annotated[Optional[Path], typer.Option("--splits", help="siim only: the paper's split list CSV (split, "
+                                                   "image_id, dicom_path, label). Without it, a seeded stratified "
+                                                   "split of the same sizes is drawn.")] = None,
     opt: Annotated[Optional[list[str]], typer.Option("--opt", help="Source option KEY=VALUE, repeatable, e.g. "
                                                      "n=4607, positives=1014, siim_map=CSV, siim_root=DIR, "
                                                      "protocol=seeded|official (official: the paper code's "
@@ -52,6 +55,10 @@ def prepare(
 
     get_source(source)  # fail fast on an unknown name, before parsing anything else
     options = parse_opts(opt)
+    if splits is not None:
+        if source != "siim":
+            raise DgxError(f"--splits is for the siim source only, not {source}; drop it")
+        options["splits"] = str(splits)
     out_dir = out if out is not None else get_settings().data_dir / "manifests"
     written = prepare_source(source, root, out_dir, metadata_only=metadata_only, seed=seed, options=options)
     for path, _ in written.values():

@@ -27,6 +27,14 @@ def cache(
                                                      "for the periphery masks. Default: a lung-atlas template.")] = None,
     rle: Annotated[Optional[Path], typer.Option("--rle", help="SIIM RLE CSV for rle: abnormalities. Default: the "
                                                 "copy torchxrayvision ships.")] = None,
+    lung_model: Annotated[str, typer.Option("--lung-model", help="Lungs for positives without a user mask: PATH to "
+                                            "torchxrayvision's PSPNet weights (pspnet_chestxray_best_model_4.pth), "
+                                            "'auto' (that file in $DGX_LUNG_MODEL or ~/.torchxrayvision/models_data "
+                                            "if present) or 'none' (the lung-atlas template). Never downloads.")] = "auto",
+    gaze: Annotated[Optional[Path], typer.Option("--gaze", help="CXR-P gaze CSV (image_id, x, y, t per fixation): "
+                                                 "adds the 'gaze' mask kind for positives with gaze.")] = None,
+    gaze_quantile: Annotated[float, typer.Option("--gaze-quantile", min=0.0, max=0.99, help="A gaze mask keeps the "
+                                                 "pixels above this quantile of the image's smoothed gaze.")] = 0.8,
 ) -> None:
     """Decode every image of the manifests once, resize, and store images + masks memory-mapped.
 
@@ -35,6 +43,7 @@ def cache(
     """
     from dgx.config import get_settings
     from dgx.data.cache import build_cache, read_index
+    from dgx.masks.lungseg import find_weights
     from dgx.progress import console
 
     data_dir = get_settings().data_dir
@@ -44,7 +53,10 @@ def cache(
         if not manifests:
             raise DgxError(f"no manifests in {folder}; run `dgx data prepare SOURCE` or pass --manifests FILE")
     path = build_cache(list(manifests), root, size, out if out is not None else data_dir / "cache",
-                       on_error="skip" if skip_bad else "fail", lung_dir=lung_dir, rle=rle)
+                       on_error="skip" if skip_bad else "fail", lung_dir=lung_dir, rle=rle,
+                       lung_model=find_weights(lung_model), gaze=gaze, gaze_quantile=gaze_quantile)
     index = read_index(path)
-    console.print(f"cache {path}: {index['n']} images at {size} px, {len(index['dropped'])} dropped")
+    lungs = ", ".join(f"{v} {k}" for k, v in index.get("lungs", {}).items() if v)
+    console.print(f"cache {path}: {index['n']} images at {size} px, {len(index['dropped'])} dropped; "
+                  f"masks {', '.join(index.get('masks', []))}; lungs: {lungs or 'no annotated positives'}")
     typer.echo(str(path))

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# Mask kinds a dataset may provide. "none" is always available (all ones).
-MASK_KINDS = ("abnormality", "scaled", "periphery", "none")
+# Mask kinds a dataset may provide. "none" is always available (all ones);
+# "gaze" only where radiologist gaze was cached (real CXR-P with `dgx data cache --gaze`).
+MASK_KINDS = ("abnormality", "scaled", "periphery", "gaze", "none")
 
 
 @dataclass

@@ -14,11 +14,14 @@ manifest or size builds a new folder and an unchanged one is reused)::
 
 Positives without an annotation and all negatives get all-ones masks (no constraint).
 
+    gaze.npy             uint8 (N, size, size)  only with a gaze file: a positive's thresholded gaze heatmap
+
 Lungs for the periphery come from, in order: the manifest's ``lung`` column
-(a mask image relative to ``root``), ``lung_dir/<image stem>.png``, else one
-fixed template: the mean of torchxrayvision's 435 v7labs lung masks placed at a
-typical position. torchxrayvision's lung *segmentation model* would be better but
-its weights are a download, unavailable offline; supply lung masks for real work.
+(a mask image relative to ``root``), ``lung_dir/<image stem>.png``,
+torchxrayvision's ChestX-Det PSPNet when its weights are on disk (run on the
+cached image, see :mod:`dgx.masks.lungseg`), else one fixed template: the mean
+of torchxrayvision's 435 v7labs lung masks placed at a typical position. The
+index records how many positives got each kind of lung.
 
 The folder is built under a temporary name and renamed with ``os.replace``, so a
 crash never leaves a half-written cache that looks complete.
@@ -44,19 +47,30 @@ from dgx.errors import DgxError
 
 log = logging.getLogger("dgx")
 
-CACHE_VERSION = 1  # bump when decoding or mask building changes
-MASK_FILES = ("abnormality", "scaled", "periphery")
+CACHE_VERSION = 2  # bump when decoding or mask building changes
+MASK_FILES = ("abnormality", "scaled", "periphery")  # always built; "gaze" too when a gaze file is given
 PERIPHERY_WIDTH = 0.15  # fraction of each lung's equivalent diameter (as decoy-cxr)
 SCALED_CELL = 32  # px per scaled-mask grid cell at 224 px -> a 7x7 grid
+GAZE_SIGMA = 3.0 / 128  # gaze smoothing, as a fraction of the image side (Figure 1's 3 px at 128 px)
+GAZE_QUANTILE = 0.8  # a gaze mask keeps the pixels above this quantile of the image's heatmap
 # Where the atlas template is placed: lungs' box centre (x, y) and extent, as image fractions.
 TEMPLATE_CENTER, TEMPLATE_EXTENT = (0.5, 0.47), (0.78, 0.72)
 
 
-def mask_options(size: int, lung_dir: Path | None = None, rle: Path | None = None) -> dict[str, object]:
+def mask_options(size: int, lung_dir: Path | None = None, rle: Path | None = None, *,
+                 lung_model: Path | None = None, gaze: Path | None = None,
+                 gaze_quantile: float = GAZE_QUANTILE) -> dict[str, object]:
     """The options that shape the masks; part of the cache key and stored in the index."""
-    return {"periphery_width": PERIPHERY_WIDTH, "scaled_grid": max(1, round(size / SCALED_CELL)),
-            "lung_dir": str(Path(lung_dir).resolve()) if lung_dir else "",
-            "rle": _sha(Path(rle)) if rle else "torchxrayvision"}
+    options: dict[str, object] = {
+        "periphery_width": PERIPHERY_WIDTH, "scaled_grid": max(1, round(size / SCALED_CELL)),
+        "lung_dir": str(Path(lung_dir).resolve()) if lung_dir else "",
+        "lung_model": _sha(Path(lung_model)) if lung_model else "",
+        "rle": _sha(Path(rle)) if rle else "torchxrayvision"}
+    if gaze:
+        if not 0 <= gaze_quantile < 1:
+            raise DgxError(f"--gaze-quantile must be in [0, 1), got {gaze_quantile}")
+        options.update(gaze=_sha(Path(gaze)), gaze_sigma=GAZE_SIGMA * size, gaze_quantile=gaze_quantile)
+    return options
 
 
 def cache_key(manifests: list[Path], size: int, options: dict[str, object]) -> str:
@@ -68,12 +82,15 @@ def cache_key(manifests: list[Path], size: int, options: dict[str, object]) -> s
 
 def build_cache(manifests: list[Path], root: Path, size: int, out: Path, *,
                 on_error: Literal["fail", "skip"] = "fail", lung_dir: Path | None = None,
-                rle: Path | None = None) -> Path:
+                rle: Path | None = None, lung_model: Path | None = None, gaze: Path | None = None,
+                gaze_quantile: float = GAZE_QUANTILE) -> Path:
     """Decode every image of ``manifests`` once into ``out/<key>/``; return that folder.
 
     An existing folder with the same key is returned as is. ``on_error="fail"``
     stops at the first unreadable image with a DgxError naming it; ``"skip"``
-    logs a warning and drops it.
+    logs a warning and drops it. ``lung_model`` is a local PSPNet checkpoint
+    (:mod:`dgx.masks.lungseg`) used for positives without a user lung mask;
+    ``gaze`` is the CXR-P gaze CSV, which adds a ``gaze`` mask kind.
     """
     from dgx.progress import make_progress
 
@@ -88,23 +105,26 @@ def build_cache(manifests: list[Path], root: Path, size: int, out: Path, *,
     if not root.is_dir():
         raise DgxError(f"--root {root} is not a folder; point it at the dataset the manifests refer to")
     frames = {p.stem: read_manifest(p) for p in manifests}
-    options = mask_options(size, lung_dir, rle)
+    options = mask_options(size, lung_dir, rle, lung_model=lung_model, gaze=gaze, gaze_quantile=gaze_quantile)
     key = cache_key(manifests, size, options)
     out = Path(out)
     final = out / key
     if (final / "index.json").is_file():
         log.info("cache %s is up to date", final)
         return final
+    gaze_groups = _gaze_groups(gaze) if gaze else None
+    kinds = MASK_FILES + (("gaze",) if gaze else ())
     out.mkdir(parents=True, exist_ok=True)
     rows = pd.concat([f.assign(_manifest=k) for k, f in frames.items()], ignore_index=True)
     n = len(rows)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=out))
     try:
         arrays = {"images": np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, (n, size, size))}
-        for kind in MASK_FILES:
+        for kind in kinds:
             arrays[kind] = np.lib.format.open_memmap(tmp / f"{kind}.npy", "w+", np.uint8, (n, size, size))
         table = None
-        kept, dropped = [], []
+        kept, dropped, pending = [], [], []  # pending: cache rows whose lungs the model segments
+        lung_counts = {"user": 0, "model": 0, "template": 0}
         with make_progress(transient=True) as progress:
             task = progress.add_task(f"caching {n} images at {size} px", total=n, status="")
             for i, row in enumerate(rows.itertuples(index=False)):
@@ -124,11 +144,26 @@ def build_cache(manifests: list[Path], root: Path, size: int, out: Path, *,
                     table = load_rle_table(rle)
                 j = len(kept)
                 arrays["images"][j] = image
-                masks = build_masks(row, shape, size, root, lung_dir, table, options)
-                for kind in MASK_FILES:
-                    arrays[kind][j] = masks[kind]
+                abn = abnormality(row, shape, size, root, table)
+                if abn is None:  # a negative, or a positive without annotation: no constraint
+                    for kind in MASK_FILES:
+                        arrays[kind][j] = 1
+                else:
+                    arrays["abnormality"][j] = abn
+                    arrays["scaled"][j] = _scaled(abn, options)
+                    lung = user_lung(row, shape, size, root, lung_dir)
+                    if lung is None and lung_model is not None:
+                        pending.append(j)
+                    else:
+                        lung_counts["user" if lung is not None else "template"] += 1
+                        arrays["periphery"][j] = _periphery(lung if lung is not None else lung_template(size),
+                                                            abn, options)
+                if gaze_groups is not None:
+                    arrays["gaze"][j] = gaze_for(row, gaze_groups, size, options)
                 kept.append(i)
                 progress.advance(task)
+            if pending:
+                _segment_lungs(arrays, pending, lung_model, options, progress, lung_counts)
         if not kept:
             raise DgxError(f"none of the {n} images could be read under --root {root}; check --root")
         for name, arr in arrays.items():
@@ -150,7 +185,8 @@ def build_cache(manifests: list[Path], root: Path, size: int, out: Path, *,
             ranges[name] = {"sha256": _sha(path), "start": start, "stop": start + count, "file": str(path.resolve())}
             start += count
         index = {"version": CACHE_VERSION, "key": key, "size": size, "n": len(kept), "mask_options": options,
-                 "root": str(root.resolve()), "manifests": ranges, "dropped": dropped}
+                 "masks": list(kinds), "lungs": lung_counts, "root": str(root.resolve()), "manifests": ranges,
+                 "dropped": dropped}
         (tmp / "index.json").write_text(json.dumps(index, indent=1))
         try:
             os.replace(tmp, final)
@@ -166,13 +202,33 @@ def build_cache(manifests: list[Path], root: Path, size: int, out: Path, *,
     return final
 
 
+def _segment_lungs(arrays: dict[str, np.ndarray], pending: list[int], weights: Path, options: dict[str, object],
+                   progress, counts: dict[str, int], chunk: int = 64) -> None:
+    """Periphery masks for ``pending`` cache rows from lungs the PSPNet segments in their cached images."""
+    from dgx.masks.lungseg import LungSegmenter
+
+    segmenter = LungSegmenter(weights)
+    size = arrays["images"].shape[-1]
+    task = progress.add_task(f"segmenting lungs of {len(pending)} positives", total=len(pending), status="")
+    for start in range(0, len(pending), chunk):
+        rows = pending[start:start + chunk]
+        for j, lung in zip(rows, segmenter(np.asarray(arrays["images"][rows]))):
+            counts["model" if lung is not None else "template"] += 1
+            lung = lung if lung is not None else lung_template(size)
+            arrays["periphery"][j] = _periphery(lung, np.asarray(arrays["abnormality"][j]), options)
+        progress.advance(task, len(rows))
+    if counts["template"]:
+        log.warning("lung segmentation failed on %d image(s) (lungs < 2%% of the image); used the atlas template",
+                    counts["template"])
+
+
 def load_cache(path: Path) -> dict[str, np.ndarray]:
     """A cache's arrays, memory-mapped read-only (images, labels and each mask kind)."""
     path = Path(path)
     if not (path / "index.json").is_file():
         raise DgxError(f"{path} is not a dgx cache (no index.json); build it with `dgx data cache`")
     out = {"images": np.load(path / "images.npy", mmap_mode="r"), "labels": np.load(path / "labels.npy")}
-    for kind in MASK_FILES:
+    for kind in read_index(path).get("masks", MASK_FILES):
         out[kind] = np.load(path / f"{kind}.npy", mmap_mode="r")
     return out
 
@@ -261,16 +317,14 @@ def _mask_file(path: Path, shape: tuple[int, int], what: str, image: str) -> np.
     return m
 
 
-def build_masks(row, shape: tuple[int, int], size: int, root: Path, lung_dir: Path | None,
-                table: dict[str, list[str]] | None, options: dict[str, object]) -> dict[str, np.ndarray]:
-    """The three mask kinds for one manifest row, uint8 (size, size)."""
-    from dgx.masks import periphery_mask, scaled_mask
+def abnormality(row, shape: tuple[int, int], size: int, root: Path,
+                table: dict[str, list[str]] | None) -> np.ndarray | None:
+    """A positive row's abnormality mask, uint8 (size, size); None for negatives and unannotated positives."""
     from dgx.masks.rle import abnormality_mask
 
-    ones = np.ones((size, size), dtype=np.uint8)
     ref = str(row.abnormality)
     if int(row.label) == 0 or not ref:
-        return {kind: ones for kind in MASK_FILES}
+        return None
     if ref.startswith("rle:"):
         rles = table.get(ref[4:]) if table is not None else None
         if not rles:
@@ -281,16 +335,49 @@ def build_masks(row, shape: tuple[int, int], size: int, root: Path, lung_dir: Pa
             raise DgxError(f"abnormality {ref} does not fit image {row.image} ({shape[1]}x{shape[0]}): {exc}") from None
     else:
         abn = _resize_mask(_mask_file(root / ref, shape, "abnormality", row.image), size)
+    return abn.astype(np.uint8)
+
+
+def user_lung(row, shape: tuple[int, int], size: int, root: Path, lung_dir: Path | None) -> np.ndarray | None:
+    """The row's lung mask from the manifest's ``lung`` column or ``lung_dir``, else None."""
     lung_ref = str(row.lung)
     if lung_ref:
-        lung = _resize_mask(_mask_file(root / lung_ref, shape, "lung", row.image), size)
-    elif lung_dir is not None and (Path(lung_dir) / f"{Path(row.image).stem}.png").is_file():
-        lung = _resize_mask(_mask_file(Path(lung_dir) / f"{Path(row.image).stem}.png", shape, "lung", row.image), size)
-    else:
-        lung = lung_template(size)
-    return {"abnormality": abn.astype(np.uint8),
-            "scaled": scaled_mask(abn.astype(np.uint8), int(options["scaled_grid"])),
-            "periphery": periphery_mask(lung, float(options["periphery_width"]), abn).astype(np.uint8)}
+        return _resize_mask(_mask_file(root / lung_ref, shape, "lung", row.image), size)
+    if lung_dir is not None and (Path(lung_dir) / f"{Path(row.image).stem}.png").is_file():
+        return _resize_mask(_mask_file(Path(lung_dir) / f"{Path(row.image).stem}.png", shape, "lung", row.image), size)
+    return None
+
+
+def _scaled(abn: np.ndarray, options: dict[str, object]) -> np.ndarray:
+    from dgx.masks import scaled_mask
+
+    return scaled_mask(abn, int(options["scaled_grid"]))
+
+
+def _periphery(lung: np.ndarray, abn: np.ndarray, options: dict[str, object]) -> np.ndarray:
+    from dgx.masks import periphery_mask
+
+    return periphery_mask(lung, float(options["periphery_width"]), abn).astype(np.uint8)
+
+
+def _gaze_groups(path: Path) -> dict[str, pd.DataFrame]:
+    from dgx.masks.gaze import load_gaze
+
+    return {str(k): g for k, g in load_gaze(Path(path)).groupby("image_id", sort=False)}
+
+
+def gaze_for(row, groups: dict[str, pd.DataFrame], size: int, options: dict[str, object]) -> np.ndarray:
+    """A positive's gaze mask (its heatmap above the quantile); ones for negatives and images without gaze.
+
+    Gaze is matched by image id: the image file's stem (SIIM's SOPInstanceUID).
+    """
+    from dgx.masks.gaze import gaze_heatmap, gaze_mask
+
+    fixations = groups.get(Path(str(row.image)).stem)
+    if int(row.label) == 0 or fixations is None or not fixations["t"].sum() > 0:
+        return np.ones((size, size), dtype=np.uint8)
+    heat = gaze_heatmap(fixations, size, float(options["gaze_sigma"]))
+    return gaze_mask(heat, float(options["gaze_quantile"])).astype(np.uint8)
 
 
 @lru_cache(maxsize=4)

@@ -74,8 +74,8 @@ def load_real(name: str, options: Mapping[str, str], image_size: int | None, dat
         folder, rng = hit
         arrays = loaded.setdefault(folder, load_cache(folder))
         sl = slice(rng["start"], rng["stop"])
-        return Split(arrays["images"][sl], np.asarray(arrays["labels"][sl], dtype=np.int64),
-                     {kind: arrays[kind][sl] for kind in ("abnormality", "scaled", "periphery")})
+        masks = {kind: arrays[kind][sl] for kind in arrays if kind not in ("images", "labels")}
+        return Split(arrays["images"][sl], np.asarray(arrays["labels"][sl], dtype=np.int64), masks)
 
     train, val, test = (split(f"{name}.{s}", True) for s in ("train", "val", "test"))
     targets = {t: s for t in TARGETS if (s := split(f"{t}.test", False)) is not None}
