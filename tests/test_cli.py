@@ -94,7 +94,7 @@ def test_sweep_then_report_then_resume(tmp_path, monkeypatch):
     "args, message",
     [
         (["train", "nope"], "unknown method 'nope'; choose from: actdiff, erm, gradmask, rrr"),
-        (["train", "rrr", "--mask", "lungs"], "unknown mask 'lungs'; choose from: abnormality, none, periphery, scaled"),
+        (["train", "rrr", "--mask", "lungs"], "unknown mask 'lungs'; choose from: abnormality, gaze, none, periphery, scaled"),
         (["sweep", "rrr", "--data", "mnist"], "unknown dataset 'mnist'; choose from: cxr-p, cxr-p-full, decoy-cxr"),
         (["train", "rrr", "--lam", "-0.5"], "--lam must be a non-negative number"),
         (["train", "rrr", "--lam", "abc"], "Invalid value for '--lam'"),
