@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     wandb_entity: str = Field("", validation_alias=AliasChoices("WANDB_ENTITY"))
     # online | offline | disabled; empty means online when an API key is set, else offline.
     wandb_mode: str = Field("", validation_alias=AliasChoices("WANDB_MODE"))
+    # Worker liveness: a running trial stamps a heartbeat this often (seconds); one
+    # silent for the grace period is presumed dead, failed and retried elsewhere.
+    heartbeat_s: float = Field(30.0, gt=0, validation_alias=AliasChoices("DGX_HEARTBEAT_S"))
+    grace_s: float = Field(120.0, gt=0, validation_alias=AliasChoices("DGX_GRACE_S"))
     # Secret; only ever read from the environment or .env.
     wandb_api_key: str = Field("", validation_alias=AliasChoices("WANDB_API_KEY"), repr=False)
 

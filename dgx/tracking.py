@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 
 from dgx.config import Settings
@@ -43,6 +44,18 @@ def record_trial(trial: optuna.Trial, cfg: TrainConfig, result: TrainResult, *, 
         attrs["wandb_run"] = wandb_run
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
+
+
+ROC_POINTS = 101  # false-positive rates at which each domain's ROC curve is sent
+
+
+def roc_points(labels: np.ndarray, scores: np.ndarray, n: int = ROC_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """The ROC curve resampled at ``n`` evenly spaced false-positive rates (no thresholds, no per-image data)."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(labels, scores)
+    grid = np.linspace(0.0, 1.0, n)
+    return grid, np.interp(grid, fpr, tpr)
 
 
 class WandbRun:
@@ -84,6 +97,23 @@ class WandbRun:
             return None
         return self.run.id if self.mode == "offline" else (self.run.url or self.run.id)
 
+    def log_roc(self, run_dir: Path) -> None:
+        """One ROC chart of the selected checkpoint, a line per domain, from the run folder's scores."""
+        import wandb
+
+        from dgx.train import SCORES_FILE, load_scores
+
+        rows = []
+        for domain, (labels, scores) in load_scores(Path(run_dir) / SCORES_FILE).items():
+            if len(np.unique(labels)) < 2:
+                continue
+            fpr, tpr = roc_points(labels, scores)
+            rows += [[domain, float(f), float(t)] for f, t in zip(fpr, tpr)]
+        if rows:
+            table = wandb.Table(columns=["domain", "fpr", "tpr"], data=rows)
+            self.run.log({"roc": wandb.plot.line(table, "fpr", "tpr", stroke="domain",
+                                                 title="ROC of the selected checkpoint")})
+
     def log_epoch(self, epoch: int, stats: dict) -> None:
         # No step=: epochs restored from a checkpoint are logged after the fact,
         # and W&B steps must increase; charts use the "epoch" field as x-axis.
@@ -92,9 +122,11 @@ class WandbRun:
                           "train/lr": stats["lr"]})
             self.logged.add(epoch)
 
-    def finish(self, result: TrainResult | None, exit_code: int = 0) -> None:
+    def finish(self, result: TrainResult | None, exit_code: int = 0, run_dir: Path | None = None) -> None:
         if self.run is None:
             return
+        if result is not None and run_dir is not None:
+            self.log_roc(run_dir)
         if result is not None:
             for stats in result.history:  # epochs trained by an earlier, interrupted process
                 if stats["epoch"] not in self.logged:

@@ -179,10 +179,13 @@ def train(
 
     model.load_state_dict(torch.load(run_dir / "best.pt", map_location=dev, weights_only=True))
     domains = {data.source: data.test, **data.targets}
+    scores = {name: predict(model, split, dev, eval_batch_size) for name, split in domains.items()}
+    # The selected checkpoint's scores stay in the run folder (ROC curves, paired tests); never uploaded.
+    save_scores(run_dir / SCORES_FILE, {name: (np.asarray(split.labels), scores[name]) for name, split in domains.items()})
     result = TrainResult(
         val_auroc=best_val,
         best_epoch=best_epoch,
-        auroc={name: auroc(model, split, dev, eval_batch_size) for name, split in domains.items()},
+        auroc={name: _auroc(np.asarray(split.labels), scores[name]) for name, split in domains.items()},
         history=history,
         resumed_from=start,
         wall_s=time.perf_counter() - started,
@@ -209,7 +212,35 @@ def auroc(model: torch.nn.Module, split: Split, device: torch.device, batch_size
     """AUROC (scikit-learn) of the model on a split; NaN if the split has one class."""
     if len(np.unique(split.labels)) < 2:
         return float("nan")
-    return float(roc_auc_score(split.labels, predict(model, split, device, batch_size)))
+    return _auroc(np.asarray(split.labels), predict(model, split, device, batch_size))
+
+
+def _auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    return float("nan") if len(np.unique(labels)) < 2 else float(roc_auc_score(labels, scores))
+
+
+SCORES_FILE = "scores.npz"
+
+
+def save_scores(path: Path, per_domain: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Labels and P(pneumothorax) of the selected checkpoint per domain, written atomically."""
+    arrays = {}
+    for name, (labels, scores) in per_domain.items():
+        arrays[f"{name}.labels"] = np.asarray(labels, dtype=np.int8)
+        arrays[f"{name}.scores"] = np.asarray(scores, dtype=np.float32)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_scores(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Inverse of :func:`save_scores` ({} when the run predates score files)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    with np.load(path) as z:
+        names = sorted({k.rsplit(".", 1)[0] for k in z.files})
+        return {n: (z[f"{n}.labels"], z[f"{n}.scores"]) for n in names}
 
 
 def _progress(progress: Progress | bool) -> tuple[Progress, bool]:

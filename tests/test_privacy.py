@@ -7,9 +7,11 @@ what `wandb sync` would upload, so they are what this test reads.
 
 from __future__ import annotations
 
+import json
 from pathlib import PurePosixPath
 
 import numpy as np
+import optuna
 import pandas as pd
 from typer.testing import CliRunner
 
@@ -30,6 +32,15 @@ def test_offline_wandb_files_hold_no_pixels_or_ids(prepared, tmp_path, monkeypat
     assert any(p.suffix == ".wandb" for p in files)  # the run really was written
     blob = b"".join(p.read_bytes() for p in files)
     assert b"val/auroc" in blob  # metrics did go in: the check below is not vacuous
+    # ROC curves of the selected checkpoint: 101 (FPR, TPR) points per domain, nothing per image.
+    tables = [p for p in files if "roc" in p.name and p.name.endswith(".table.json")]
+    assert tables, sorted(p.name for p in files)
+    table = json.loads(tables[0].read_text())
+    assert table["columns"] == ["domain", "fpr", "tpr"]
+    domains = {row[0] for row in table["data"]}
+    assert "cxr-p" in domains and len(table["data"]) == 101 * len(domains)
+    trial = optuna.load_study(study_name="rrr-abnormality-cxr-p-quick", storage=f"sqlite:///{tmp_path / 'db.sqlite3'}").trials[0]
+    assert trial.user_attrs["wandb_run"] and trial.user_attrs["wandb_run"].encode() in blob  # the run id is stored
 
     manifests = [pd.read_csv(p, dtype=str) for p in (prepared["data"] / "manifests").glob("cxr-p.*.csv")]
     rows = pd.concat(manifests)

@@ -60,7 +60,8 @@ def test_ctrl_c_then_rerun_resumes_the_interrupted_trial(tmp_path, monkeypatch):
     first = runner.invoke(app, sweep_args(url))
     assert first.exit_code == 130 and "rerun the same command to resume" in first.output
     study = optuna.load_study(study_name="rrr-periphery-decoy-cxr-quick", storage=url)
-    (cut,) = study.trials
+    (cut,) = [t for t in study.trials if t.state != TrialState.WAITING]  # the rest of the grid is queued
+    assert sum(t.state == TrialState.WAITING for t in study.trials) == 2
     assert cut.state == TrialState.FAIL and "fail_reason" not in cut.user_attrs  # storage left consistent
 
     monkeypatch.setattr(study_mod, "train", real_train)

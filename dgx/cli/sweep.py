@@ -34,6 +34,11 @@ def sweep(
     pruner: Annotated[str, typer.Option("--pruner", help="none | median | hyperband: stop weak trials early on per-epoch source-val AUROC.")] = "none",
     baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Also sweep ERM with the same budget and data, so the table compares against it.")] = True,
     device: c.DeviceOpt = "auto",
+    workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="Worker processes (or SLURM jobs) sharing the study. 0: only queue the grid and exit; start `dgx worker` anywhere. Default: one per --gpus entry, else 1 (in this process).")] = None,
+    gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU ids, one worker pinned to each through CUDA_VISIBLE_DEVICES, e.g. 0,1,2,3.")] = None,
+    launcher: Annotated[str, typer.Option("--launcher", help="process (local workers) | slurm (submitit jobs) | local (submitit's local executor, same path as slurm).")] = "process",
+    partition: Annotated[str, typer.Option("--partition", help="SLURM partition (--launcher slurm).")] = "",
+    time_min: Annotated[int, typer.Option("--time-min", min=1, help="SLURM time limit per worker job, minutes.")] = 24 * 60,
 ) -> None:
     """Search the budget's grid (Appendix A for --budget paper), retrain the best over seeds, print the table.
 
@@ -42,7 +47,8 @@ def sweep(
     """
     from dgx.report import report as build_report
     from dgx.sweep import SweepPlan, open_storage, run_sweep
-    from dgx.sweep.study import make_pruner, make_sampler
+    from dgx.sweep.launch import WorkerSpec, launch, parse_gpus
+    from dgx.sweep.study import make_pruner, make_sampler, prepare_sweep
 
     settings = get_settings()
     cfg, plan_budget = c.resolve_config(method, mask, data, data_opt, budget, model=model, weights=weights,
@@ -53,6 +59,10 @@ def sweep(
     plan = SweepPlan(base=cfg, budget=plan_budget, study=name, storage=url, trials=trials,
                      seeds=seeds or plan_budget.seeds, device=device, sampler=sampler, pruner=pruner)
     make_sampler(sampler, plan.grid), make_pruner(plan)  # validate before any work
+    gpu_ids = parse_gpus(gpus)
+    spec = WorkerSpec(workers=workers if workers is not None else max(1, len(gpu_ids)), gpus=gpu_ids, launcher=launcher,
+                      partition=partition, time_min=time_min)
+    spec.check(url)
     plans = [plan]
     if baseline and cfg.method != "erm":
         erm = replace(cfg, method="erm", mask="none", lam=0.0, actdiff_layers="all")  # ERM-only identity
@@ -72,12 +82,29 @@ def sweep(
     if len(plans) > 1:
         lines.append(f"  baseline: ERM, {plans[1].n_points} grid points + {plan.seeds} seeds (--no-baseline skips it)")
     lines.append(f"  storage {url}; W&B mode {settings.resolved_wandb_mode()}")
+    if spec.parallel:
+        where = f"GPUs {','.join(spec.gpus)}" if spec.gpus else "CPU"
+        lines.append(f"  {spec.workers} worker(s) via {spec.launcher} ({where}); more can join with "
+                     f"`dgx worker --storage {url}`")
     if plan_budget.name != "paper":
         lines.append("  the paper's full setting is one flag away: --budget paper")
     console.print("\n".join(lines))
     names = []
-    for p in plans:
-        names += run_sweep(p, bundle, settings)
+    if spec.parallel:
+        storage_obj = open_storage(url)
+        for p in plans:
+            prepare_sweep(p, storage_obj)  # enqueue every grid point once, before any worker starts
+        if spec.workers == 0:
+            studies = " ".join(f"--study {p.study}" for p in plans)
+            console.print(f"queued; start workers with `dgx worker --storage {url} {studies}`, "
+                          f"then `dgx report --storage {url}`")
+            return
+        launch(spec, url, [p.study for p in plans], device, settings.runs_dir)
+        for p in plans:
+            names += [p.study, f"{p.study}.seeds"]
+    else:
+        for p in plans:
+            names += run_sweep(p, bundle, settings)
     console.print(f"sweep finished in {time.perf_counter() - started:.0f} s; studies {', '.join(names)} in {url}")
     typer.echo(build_report(url, study_prefix=tuple(names), phase="seeds"))
 

@@ -38,7 +38,7 @@ def _open(storage: str | optuna.storages.BaseStorage) -> tuple[optuna.storages.B
                 raise DgxError(f"Optuna storage file {path!r} does not exist; check the --storage URL {storage!r}")
     from dgx.sweep.storage import open_storage  # the same URL forms as `dgx sweep` (journal:// too)
 
-    return open_storage(storage, heartbeat=False), storage
+    return open_storage(storage), storage
 
 
 def _study_names(storage: optuna.storages.BaseStorage, label: str,

@@ -4,22 +4,20 @@
 - ``journal:///path.journal``: Optuna's JournalStorage on a file (several local workers).
 - ``postgresql://...`` / ``mysql://...``: RDBStorage for many machines.
 
-RDB storages get heartbeats, so a trial whose process died is marked failed
-(and retried by the sweep, resuming from its last epoch checkpoint).
+Every storage gets dgx's worker heartbeats (:mod:`dgx.sweep.queue`), so a trial
+whose process died is marked failed and retried by a live worker, resuming from
+its last epoch checkpoint. Optuna's own heartbeat is not used: it exists only
+for RDB storages and only inside ``study.optimize``.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import optuna
 
 from dgx.errors import DgxError
-
-HEARTBEAT_S = 30  # how often a running trial proves it is alive
-GRACE_S = 120  # after this long without a heartbeat, a trial is considered dead
 
 
 def _writable_file(path: Path, url: str) -> None:
@@ -32,7 +30,7 @@ def _writable_file(path: Path, url: str) -> None:
         raise DgxError(f"storage {url!r} is not writable ({probe}); pass --storage or set DGX_STORAGE to a writable location")
 
 
-def open_storage(url: str, heartbeat: bool = True) -> optuna.storages.BaseStorage:
+def open_storage(url: str) -> optuna.storages.BaseStorage:
     """Open (creating if needed) the storage behind ``url``, with one-line errors."""
     if url.startswith("journal:///"):
         from optuna.storages.journal import JournalFileBackend
@@ -44,10 +42,8 @@ def open_storage(url: str, heartbeat: bool = True) -> optuna.storages.BaseStorag
         _writable_file(Path(url[len("sqlite:///") :].split("?", 1)[0]), url)
     elif "://" not in url:
         raise DgxError(f"storage {url!r} is not a URL; use sqlite:///runs/dgx.db, journal:///path/file.journal or postgresql://user@host/db")
-    kwargs = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S} if heartbeat else {}
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat is stable in practice
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else {}, **kwargs)
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else {})
     except Exception as exc:  # drivers raise many types; the first line says what is wrong
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DgxError(f"cannot open storage {url!r}: {first}") from None

@@ -1,7 +1,8 @@
 """``dgx sweep``: an exact grid search on source validation, then the seeds phase.
 
-Search: one Optuna study, GridSampler over the budget's grid (capped by
-``trials``), objective = source-validation AUROC. Seeds: the best search
+Search: one Optuna study; every point of the budget's grid (capped by
+``trials``) is queued as a fixed-params trial and claimed exactly once by a
+worker (:mod:`dgx.sweep.queue`); objective = source-validation AUROC. Seeds: the best search
 configuration retrained over N seeds in a companion study ``<name>.seeds``
 (trials enqueued with fixed params). Both live in the same storage, the
 database of record, and every trial carries the attributes the report reads.
@@ -15,10 +16,12 @@ trainings free.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -26,6 +29,7 @@ from dgx.config import Settings
 from dgx.data.base import Bundle
 from dgx.errors import DgxError, unknown_choice
 from dgx.progress import make_progress
+from dgx.sweep import queue
 from dgx.sweep.space import Budget, suggest
 from dgx.sweep.storage import open_storage
 from dgx.tracking import WandbRun, record_trial
@@ -60,23 +64,94 @@ class SweepPlan:
         return min(n, self.trials) if self.trials else n
 
 
-def run_sweep(plan: SweepPlan, data: Bundle, settings: Settings, progress: bool = True) -> tuple[str, str]:
-    """Run (or resume) the search and seeds phases; returns the two study names."""
-    storage = open_storage(plan.storage)
+    def to_attrs(self) -> dict:
+        """What a ``dgx worker`` needs to rebuild this plan from the study alone."""
+        return {"budget": self.budget.name, "grid": self.grid, "seeds": self.seeds, "trials": self.trials,
+                "sampler": self.sampler, "pruner": self.pruner}
+
+    @classmethod
+    def from_study(cls, study: optuna.Study, device: str = "auto") -> "SweepPlan":
+        """The plan a sweep stored on its search study (DgxError if it was not made by ``dgx sweep``)."""
+        attrs = study.user_attrs
+        if "plan" not in attrs or "base_config" not in attrs:
+            raise DgxError(f"study {study.study_name!r} was not created by `dgx sweep` (no stored plan); "
+                           "start it with `dgx sweep ... --storage URL` first")
+        plan, fixed = attrs["plan"], dict(attrs["base_config"])
+        fixed["data_options"] = tuple(sorted((str(k), str(v)) for k, v in dict(fixed.get("data_options") or {}).items()))
+        base = TrainConfig(**fixed)
+        budget = Budget(name=plan["budget"], description="", grid={k: list(v) for k, v in plan["grid"].items()},
+                        seeds=int(plan["seeds"]))
+        return cls(base=base, budget=budget, study=study.study_name, storage="", trials=plan["trials"],
+                   seeds=int(plan["seeds"]), device=device, sampler=plan["sampler"], pruner=plan["pruner"])
+
+    def grid_points(self) -> list[dict]:
+        """The points this sweep searches: the grid in a seeded shuffled order, capped at ``trials``.
+
+        Shuffling (seed 0) spreads a capped search over the grid instead of
+        taking its lexicographically first corner; the order never changes, so
+        a rerun with the same cap asks for the same points.
+        """
+        points = self.budget.points(self.base.method)
+        order = np.random.default_rng(0).permutation(len(points))
+        return [points[i] for i in order[: self.n_points]]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Liveness settings of workers (seconds): see :mod:`dgx.sweep.queue`."""
+
+    heartbeat_s: float = 30.0
+    grace_s: float = 120.0
+    poll_s: float = 2.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Timing":
+        return cls(heartbeat_s=settings.heartbeat_s, grace_s=settings.grace_s,
+                   poll_s=min(2.0, settings.heartbeat_s))
+
+
+def prepare_sweep(plan: SweepPlan, storage=None) -> optuna.Study:
+    """Create (or reopen) the search study, store the plan on it, and enqueue its grid points."""
+    storage = storage if storage is not None else open_storage(plan.storage)
     search = _open_study(plan, storage, plan.study, make_sampler(plan.sampler, plan.grid), make_pruner(plan))
+    if "plan" not in search.user_attrs:
+        search.set_user_attr("plan", plan.to_attrs())
+    if plan.sampler == "grid":
+        queue.enqueue_missing(search, plan.grid_points())
+    return search
+
+
+def run_sweep(plan: SweepPlan, data: Bundle, settings: Settings, progress: bool = True) -> tuple[str, str]:
+    """Run (or resume) the search and seeds phases in this process; returns the two study names."""
+    storage = open_storage(plan.storage)
+    search = prepare_sweep(plan, storage)
+    return work(plan, search, data, settings, progress=progress)
+
+
+def work(plan: SweepPlan, search: optuna.Study, data: Bundle, settings: Settings,
+         progress: bool = True, timing: Timing | None = None) -> tuple[str, str]:
+    """One worker: take search trials until the search is done, then seeds trials; returns the study names.
+
+    Any number of workers (processes, machines) may run this on the same
+    storage at once; :mod:`dgx.sweep.queue` makes each grid point and each seed
+    train exactly once.
+    """
+    timing = timing or Timing.from_settings(settings)
+    storage = search._storage
     with make_progress() as bar:
         bar.disable = not progress
         total = bar.add_task(f"sweep {plan.study}", total=plan.n_points + plan.seeds, status="")
         objective = _objective(plan, data, settings, "search", plan.grid, bar)
-        _run_grid(search, objective, plan, lambda done: bar.update(total, completed=done))
+        _drain(search, objective, plan, timing, lambda done: bar.update(total, completed=done),
+               points=plan.grid_points() if plan.sampler == "grid" else None)
 
         best = _best_params(search)
         seeds = _seeds_study(plan, storage, best)
         bar.update(total, status=f"best {_fmt(best)}")
         seed_grid = {k: [v] for k, v in best.items()} | {"seed": list(range(plan.seeds))}
         objective = _objective(plan, data, settings, "seeds", seed_grid, bar)
-        _run_queue(seeds, objective, best, plan.seeds,
-                   lambda done: bar.update(total, completed=plan.n_points + done))
+        _drain(seeds, objective, plan, timing, lambda done: bar.update(total, completed=plan.n_points + done),
+               points=[{**best, "seed": seed} for seed in range(plan.seeds)])
     return search.study_name, seeds.study_name
 
 
@@ -88,7 +163,10 @@ def make_sampler(name: str, grid: dict[str, list[float]]) -> optuna.samplers.Bas
     if name not in SAMPLERS:
         raise unknown_choice("sampler", name, SAMPLERS)
     if name == "grid":
-        return optuna.samplers.GridSampler(grid, seed=0)
+        # Every grid point is queued as a fixed-params trial (dgx.sweep.queue), so no sampler
+        # picks points: GridSampler would repeat points under concurrency and needs its own
+        # before_trial hook, which claimed trials bypass. This one is never consulted.
+        return optuna.samplers.RandomSampler(seed=0)
     return optuna.samplers.TPESampler(seed=0) if name == "tpe" else optuna.samplers.RandomSampler(seed=0)
 
 
@@ -152,45 +230,53 @@ def _objective(plan: SweepPlan, data: Bundle, settings: Settings, phase: str, gr
                 trial.report(stats["val_auroc"], stats["epoch"])
         record_trial(trial, cfg, result, phase=phase, source=data.source, targets=list(data.targets),
                      wandb_run=wandb.ref)
-        wandb.finish(result)
+        wandb.finish(result, run_dir=runs / cfg.run_id())
         return result.val_auroc
 
     return objective
 
 
-def _key(params: dict) -> tuple:
-    return tuple(sorted(params.items()))
+def _drain(study: optuna.Study, objective: Callable, plan: SweepPlan, timing: Timing,
+           on_done: Callable[[int], None], points: list[dict] | None) -> None:
+    """Run trials of ``study`` until its work is done: every point final (``points``), or
+    ``plan.n_points`` finished trials for the tpe/random samplers (``points`` None).
 
-
-def _retryable(t: optuna.trial.FrozenTrial) -> bool:
-    """Failed without a recorded reason: interrupted or killed, so worth resuming."""
-    return t.state == TrialState.FAIL and "fail_reason" not in t.user_attrs
-
-
-def _run_grid(study: optuna.Study, objective: Callable, plan: SweepPlan, on_done: Callable[[int], None]) -> None:
-    """Run grid points until ``plan.n_points`` distinct points are finished or nothing is left."""
-    retried: set[tuple] = set()  # at most one retry per point per invocation
+    Lost trials (no heartbeat for the grace period) are failed and their points
+    enqueued again; a worker with nothing to claim waits while other workers'
+    trials run, because one may die and need a retry.
+    """
+    waited: set[int] = set()
     while True:
+        queue.reap(study, timing.grace_s)
         trials = study.get_trials(deepcopy=False)
-        finished_trials = [t for t in trials if t.state.is_finished() and not _retryable(t)]
-        finished = {_key(t.params) for t in finished_trials}
-        # grid: distinct points; tpe/random may revisit a point, so they count trials.
-        done = len(finished) if plan.sampler == "grid" else len(finished_trials)
-        on_done(min(done, plan.n_points))
-        if done >= plan.n_points:
-            return
-        started = {_key(t.params) for t in trials if t.params}
-        waiting = {_key(t.params) for t in trials if t.state == TrialState.WAITING}
-        for t in trials:
-            k = _key(t.params)
-            if _retryable(t) and t.params and k not in finished and k not in waiting and k not in retried:
-                study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
-                retried.add(k)
-                waiting.add(k)
-        untouched = [p for p in plan.budget.points(plan.base.method) if _key(p) not in started]
-        if plan.sampler == "grid" and not waiting and not untouched:
-            return  # every point was tried; the failures are recorded on their trials
-        study.optimize(objective, n_trials=1, catch=(NonFiniteLossError,))
+        if points is not None:
+            owned = queue.owners(trials)
+            done = sum(1 for p in points if (o := owned.get(queue.point_key(p))) is not None and queue.final(o))
+            on_done(done)
+            if done >= len(points):
+                return
+            queue.enqueue_missing(study, points)  # retries of lost or interrupted points
+            trial = queue.claim(study)
+        else:
+            done = sum(1 for t in trials if queue.final(t))
+            on_done(min(done, plan.n_points))
+            if done >= plan.n_points:
+                return
+            running = sum(1 for t in trials if t.state == TrialState.RUNNING)
+            trial = study.ask() if done + running < plan.n_points else None
+        if trial is None:  # others are running the rest; wait in case one dies
+            running = [t for t in trials if t.state == TrialState.RUNNING]
+            if running and running[0].number not in waited:
+                waited.add(running[0].number)
+                log.info("waiting for %d trial(s) of %s running elsewhere (#%d on %s); a silent one is retried "
+                         "after %.0f s without heartbeat", len(running), study.study_name, running[0].number,
+                         running[0].user_attrs.get("worker", "?"), timing.grace_s)
+            time.sleep(timing.poll_s)
+            continue
+        if points is not None and (owner := queue.duplicate_of(study, trial)) is not None:
+            queue.close_duplicate(study, trial, owner)
+            continue
+        queue.run_trial(study, trial, objective, timing.heartbeat_s, final_errors=(NonFiniteLossError,))
 
 
 def _best_params(study: optuna.Study) -> dict:
@@ -214,24 +300,8 @@ def _seeds_study(plan: SweepPlan, storage, best: dict) -> optuna.Study:
     return study
 
 
-def _run_queue(study: optuna.Study, objective: Callable, best: dict, n_seeds: int, on_done: Callable[[int], None]) -> None:
-    """Enqueue every seed not yet done (or waiting) and run the queue."""
-    trials = study.get_trials(deepcopy=False)
-    done = {t.params.get("seed") for t in trials if t.state.is_finished() and not _retryable(t)}
-    waiting = {t.params.get("seed") for t in trials if t.state == TrialState.WAITING}
-    for seed in range(n_seeds):
-        if seed not in done and seed not in waiting:
-            study.enqueue_trial({**best, "seed": seed})
-    while True:
-        trials = study.get_trials(deepcopy=False)
-        on_done(sum(t.state.is_finished() and not _retryable(t) for t in trials))
-        if not any(t.state == TrialState.WAITING for t in trials):
-            return
-        study.optimize(objective, n_trials=1, catch=(NonFiniteLossError,))
-
-
 def _fmt(params: dict) -> str:
     return " ".join(f"{k}={v:g}" for k, v in params.items())
 
 
-__all__ = ["SweepPlan", "run_sweep"]
+__all__ = ["SweepPlan", "Timing", "prepare_sweep", "run_sweep", "work"]

@@ -1,0 +1,187 @@
+"""Starting workers: in this process, as local processes (one per GPU), or as SLURM jobs via submitit.
+
+Every worker runs :func:`run_worker`, the same code as ``dgx worker``: it joins
+the named studies in a shared storage and takes trials until none are left
+(:mod:`dgx.sweep.queue` keeps each grid point exactly once). The launcher only
+decides where those workers run:
+
+- ``process``: ``N`` child processes on this machine, each pinned to one GPU
+  through ``CUDA_VISIBLE_DEVICES`` (``--gpus 0,1``), or ``N`` CPU workers that
+  split the cores between them;
+- ``slurm``: ``N`` SLURM jobs through submitit (partition, time limit, one GPU
+  each); ``local`` runs the same submitit path with its local executor, which
+  is how the tests exercise it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from dgx.errors import DgxError, unknown_choice
+
+log = logging.getLogger("dgx")
+
+LAUNCHERS = ("process", "slurm", "local")
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Where and how the workers run (from ``dgx sweep --workers/--gpus/--launcher ...``)."""
+
+    workers: int = 1
+    gpus: tuple[str, ...] = ()  # CUDA device ids, one per worker; empty = CPU workers
+    launcher: str = "process"
+    partition: str = ""  # slurm only
+    time_min: int = 24 * 60  # slurm only: job time limit
+    cpus_per_worker: int = 0  # 0 = this machine's cores / workers (process), 8 (slurm)
+
+    def check(self, storage_url: str) -> None:
+        if self.launcher not in LAUNCHERS:
+            raise unknown_choice("launcher", self.launcher, LAUNCHERS)
+        if self.workers < 0:
+            raise DgxError(f"--workers must be >= 0, got {self.workers}")
+        if self.gpus and self.workers and len(self.gpus) != self.workers:
+            raise DgxError(f"--gpus lists {len(self.gpus)} device(s) for --workers {self.workers}; give one GPU "
+                           "per worker, e.g. --workers 2 --gpus 0,1 (or leave --workers to default to it)")
+        if self.parallel and storage_url.startswith("sqlite"):
+            raise DgxError(f"storage {storage_url!r} is for one process; several workers need a shared one: "
+                           "--storage journal:///runs/dgx.journal (one machine or NFS) or postgresql://user@host/db")
+
+    @property
+    def parallel(self) -> bool:
+        return self.workers != 1 or self.launcher != "process"
+
+
+def parse_gpus(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return ()
+    ids = tuple(g.strip() for g in text.split(",") if g.strip())
+    if not all(g.isdigit() for g in ids):
+        raise DgxError(f"--gpus {text!r} must be comma-separated device numbers, e.g. --gpus 0,1,2,3")
+    return ids
+
+
+def run_worker(storage_url: str, studies: list[str] | None = None, device: str = "auto",
+               progress: bool = True, threads: int = 0) -> dict[str, int]:
+    """Join ``studies`` (default: every dgx search study in the storage) and work until none has work left.
+
+    Returns counts of what this worker did: trials trained, duplicates closed, lost trials reaped.
+    """
+    import optuna
+    import torch
+
+    from dgx.cli.common import load_data
+    from dgx.config import get_settings
+    from dgx.sweep.storage import open_storage
+    from dgx.sweep.study import SweepPlan, make_pruner, make_sampler, work
+
+    if threads:
+        torch.set_num_threads(threads)
+    settings = get_settings()
+    storage = open_storage(storage_url)
+    names = studies or dgx_studies(storage)
+    known = set(optuna.get_all_study_names(storage))
+    for name in names:
+        if name not in known:
+            raise unknown_choice("study", name, sorted(dgx_studies(storage)) or ["(none: run `dgx sweep` first)"])
+    data_cache: dict = {}
+    for name in names:
+        study = optuna.load_study(study_name=name, storage=storage)
+        plan = SweepPlan.from_study(study, device)
+        plan = replace(plan, storage=storage_url)
+        study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(plan.sampler, plan.grid),
+                                  pruner=make_pruner(plan))
+        key = (plan.base.dataset, plan.base.data_options, plan.base.image_size)
+        if key not in data_cache:
+            data_cache[key] = load_data(plan.base)
+        log.info("worker %d: joining study %s", os.getpid(), name)
+        work(plan, study, data_cache[key], settings, progress=progress)
+    return {"studies": len(names)}
+
+
+def dgx_studies(storage) -> list[str]:
+    """Search studies created by ``dgx sweep`` (they carry a plan); seeds studies follow their search."""
+    import optuna
+
+    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+            if "plan" in s.user_attrs and not s.study_name.endswith(".seeds")]
+
+
+def _worker_job(storage_url: str, studies: list[str], device: str, threads: int) -> dict[str, int]:
+    """The function a submitit job runs (top level, so it pickles)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run_worker(storage_url, studies, device, progress=False, threads=threads)
+
+
+def launch(spec: WorkerSpec, storage_url: str, studies: list[str], device: str, runs_dir: Path) -> None:
+    """Start ``spec.workers`` workers on ``studies`` and wait for all of them."""
+    if spec.launcher == "process":
+        _launch_processes(spec, storage_url, studies, device)
+    else:
+        _launch_submitit(spec, storage_url, studies, device, runs_dir)
+
+
+def _launch_processes(spec: WorkerSpec, storage_url: str, studies: list[str], device: str) -> None:
+    cores = os.cpu_count() or 1
+    threads = spec.cpus_per_worker or max(1, cores // spec.workers)
+    procs = []
+    for i in range(spec.workers):
+        env = dict(os.environ)
+        if spec.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = spec.gpus[i]
+        env["OMP_NUM_THREADS"] = str(threads)  # CPU workers share the cores instead of fighting over them
+        cmd = [sys.executable, "-m", "dgx", "worker", "--storage", storage_url, "--device", device,
+               "--threads", str(threads), "--no-progress"]
+        for name in studies:
+            cmd += ["--study", name]
+        procs.append(subprocess.Popen(cmd, env=env))
+        log.info("started worker %d (pid %d)%s", i, procs[-1].pid, f" on GPU {spec.gpus[i]}" if spec.gpus else "")
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:  # the terminal's Ctrl-C reached the workers too; let them record it
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait()
+        raise
+    failed = [(i, c) for i, c in enumerate(codes) if c != 0]
+    if failed:
+        raise DgxError(f"{len(failed)} of {spec.workers} workers exited with an error "
+                       f"({', '.join(f'worker {i}: code {c}' for i, c in failed)}); see their output above, "
+                       "then rerun the same command to resume")
+
+
+def _launch_submitit(spec: WorkerSpec, storage_url: str, studies: list[str], device: str, runs_dir: Path) -> None:
+    try:
+        import submitit
+    except ImportError:
+        raise DgxError("--launcher slurm needs submitit; pip install submitit") from None
+    folder = Path(runs_dir) / "submitit" / "%j"
+    executor = submitit.AutoExecutor(folder=folder, cluster="local" if spec.launcher == "local" else "slurm")
+    cpus = spec.cpus_per_worker or (max(1, (os.cpu_count() or 1) // spec.workers) if spec.launcher == "local" else 8)
+    params = {"timeout_min": spec.time_min, "cpus_per_task": cpus, "name": "dgx-worker",
+              "gpus_per_node": 1 if (spec.gpus or spec.launcher == "slurm") else 0}
+    if spec.launcher == "slurm" and spec.partition:
+        params["slurm_partition"] = spec.partition
+    executor.update_parameters(**params)
+    jobs = [executor.submit(_worker_job, storage_url, studies, device, cpus) for _ in range(spec.workers)]
+    log.info("submitted %d %s worker job(s): %s (logs under %s)", len(jobs), spec.launcher,
+             ", ".join(j.job_id for j in jobs), folder.parent)
+    errors = []
+    for job in jobs:
+        try:
+            job.result()
+        except Exception as exc:  # submitit wraps the worker's exception with its traceback
+            errors.append(f"job {job.job_id}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}")
+    if errors:
+        raise DgxError(f"{len(errors)} worker job(s) failed ({'; '.join(errors)}); rerun the same command to resume")
+
+
+__all__ = ["WorkerSpec", "LAUNCHERS", "launch", "parse_gpus", "run_worker", "dgx_studies"]

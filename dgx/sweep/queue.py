@@ -1,0 +1,200 @@
+"""Exactly-once work queue on an Optuna study: claim, heartbeat, reap, retry, deduplicate.
+
+Optuna's ``GridSampler`` can hand the same point to two workers at once, so dgx
+does not let samplers pick grid points. The sweep *enqueues* every grid point
+as a WAITING trial with fixed params, and workers claim WAITING trials with
+``storage.set_trial_state_values(trial_id, RUNNING)``. That call is atomic in
+every Optuna storage (a row lock in RDB, the ordered log in a Journal file):
+of two workers racing for one trial, exactly one gets ``True``.
+
+Enqueueing itself can race (two ``dgx sweep`` commands, or two workers retrying
+the same lost trial), so a claimed trial is checked against the other trials
+of its point. The *owner* of a point is its lowest-numbered trial that is not a
+retryable failure; any other claimed trial is a duplicate and is closed
+without training (state FAIL, ``duplicate_of`` and ``fail_reason`` set). Only
+the owner trains and only its COMPLETE record is reported.
+
+Liveness is a heartbeat in the trial's system attrs, written by a thread every
+``heartbeat_s`` while the trial runs; Optuna's own heartbeat exists only for
+RDB storages, this one works on Journal files too. A RUNNING trial silent for
+``grace_s`` belongs to a dead worker: any worker marks it FAIL, and the point is
+enqueued again with ``retry_of``; the retry resumes from the run folder's last
+epoch checkpoint (keep ``DGX_RUNS_DIR`` on storage every worker sees).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+log = logging.getLogger("dgx")
+
+HEARTBEAT_ATTR = "dgx:heartbeat"
+
+
+def worker_name() -> str:
+    """host:pid of this process, stored on each trial it runs (for the dashboard and kill tests)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def point_key(params: dict) -> tuple:
+    return tuple(sorted(params.items()))
+
+
+def trial_id(t: FrozenTrial) -> int:
+    return t._trial_id  # the storage's id; Optuna exposes it only on FrozenTrial's private field
+
+
+def retryable(t: FrozenTrial) -> bool:
+    """Failed without a recorded reason: interrupted, killed or lost, so worth resuming."""
+    return t.state == TrialState.FAIL and "fail_reason" not in t.user_attrs
+
+
+def final(t: FrozenTrial) -> bool:
+    """Finished for good: complete, pruned, or failed with a reason (a NaN loss, a duplicate)."""
+    return t.state.is_finished() and not retryable(t)
+
+
+def _params_of(t: FrozenTrial) -> dict:
+    return t.params or dict(t.system_attrs.get("fixed_params") or {})
+
+
+def owners(trials: Iterable[FrozenTrial]) -> dict[tuple, FrozenTrial]:
+    """Each point's owner: its lowest-numbered trial that is not a retryable failure or a duplicate."""
+    out: dict[tuple, FrozenTrial] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        if retryable(t) or "duplicate_of" in t.user_attrs:
+            continue
+        out.setdefault(point_key(_params_of(t)), t)
+    return out
+
+
+def enqueue_missing(study: optuna.Study, points: list[dict]) -> int:
+    """Enqueue the points that have no owner (none waiting, running or final); returns how many."""
+    trials = study.get_trials(deepcopy=False)
+    owned = owners(trials)
+    lost = {point_key(_params_of(t)): t for t in trials if retryable(t)}
+    n = 0
+    for params in points:
+        key = point_key(params)
+        if key in owned:
+            continue
+        attrs = {"retry_of": lost[key].number} if key in lost else {}
+        study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
+        n += 1
+    return n
+
+
+def reap(study: optuna.Study, grace_s: float) -> list[int]:
+    """Mark RUNNING trials without a heartbeat for ``grace_s`` as FAIL; return their numbers."""
+    now, lost = time.time(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        beat = t.system_attrs.get(HEARTBEAT_ATTR)
+        last = float(beat) if beat is not None else (t.datetime_start.timestamp() if t.datetime_start else now)
+        if now - last > grace_s:
+            try:
+                study._storage.set_trial_state_values(trial_id(t), TrialState.FAIL)
+            except (RuntimeError, ValueError):  # it finished, or another worker reaped it first
+                continue
+            log.warning("trial #%d of %s had no heartbeat for %.0f s: its worker is presumed dead; it will be retried",
+                        t.number, study.study_name, now - last)
+            lost.append(t.number)
+    return lost
+
+
+def claim(study: optuna.Study) -> optuna.Trial | None:
+    """Atomically take the oldest WAITING trial (None when the queue is empty)."""
+    storage = study._storage
+    for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)), key=lambda t: t.number):
+        try:
+            if storage.set_trial_state_values(trial_id(t), TrialState.RUNNING):
+                return optuna.Trial(study, trial_id(t))
+        except (RuntimeError, ValueError):  # taken and finished by another worker meanwhile
+            continue
+    return None
+
+
+def duplicate_of(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial | None:
+    """The owner of ``trial``'s point when that is another trial, else None."""
+    mine = study._storage.get_trial(trial._trial_id)
+    owner = owners(study.get_trials(deepcopy=False)).get(point_key(_params_of(mine)))
+    return owner if owner is not None and owner.number != mine.number else None
+
+
+def close_duplicate(study: optuna.Study, trial: optuna.Trial, owner: FrozenTrial) -> None:
+    trial.set_user_attr("duplicate_of", owner.number)
+    trial.set_user_attr("fail_reason", f"duplicate of trial #{owner.number} (same grid point); not trained")
+    study.tell(trial, state=TrialState.FAIL)
+    log.info("trial #%d of %s duplicates #%d: closed without training", trial.number, study.study_name, owner.number)
+
+
+class Heartbeat:
+    """Context manager: a daemon thread stamping the trial's heartbeat every ``interval`` seconds."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial, interval: float):
+        self.storage, self.trial_id, self.interval = study._storage, trial._trial_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"dgx-heartbeat-{trial.number}", daemon=True)
+
+    def beat(self) -> None:
+        self.storage.set_trial_system_attr(self.trial_id, HEARTBEAT_ATTR, time.time())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+            except Exception:  # finished meanwhile, or a storage hiccup: the next beat retries
+                if self._stop.is_set():
+                    return
+
+    def __enter__(self) -> "Heartbeat":
+        self.beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float],
+              heartbeat_s: float, final_errors: tuple[type[BaseException], ...]) -> None:
+    """Run ``objective`` on a claimed trial under a heartbeat and record the outcome.
+
+    ``final_errors`` fail the trial for good (their ``fail_reason`` is set by the
+    objective) and the worker goes on; any other exception, Ctrl-C included,
+    leaves the trial retryable (FAIL without a reason) and propagates.
+    """
+    trial.set_user_attr("worker", worker_name())
+    try:
+        with Heartbeat(study, trial, heartbeat_s):
+            value = objective(trial)
+    except optuna.TrialPruned:
+        _tell(study, trial, state=TrialState.PRUNED)
+        return
+    except final_errors:
+        _tell(study, trial, state=TrialState.FAIL)
+        return
+    except BaseException:
+        _tell(study, trial, state=TrialState.FAIL)
+        raise
+    _tell(study, trial, values=value)
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs) -> None:
+    try:
+        study.tell(trial, **kwargs)
+    except (RuntimeError, ValueError) as exc:  # reaped while it ran (a heartbeat gap > grace)
+        log.warning("trial #%d of %s was declared lost while it ran (%s); its retry reuses the finished run folder",
+                    trial.number, study.study_name, exc)
+
+
+__all__ = ["enqueue_missing", "reap", "claim", "duplicate_of", "close_duplicate", "run_trial", "owners",
+           "retryable", "final", "point_key", "Heartbeat"]
