@@ -25,3 +25,10 @@ def make_progress(transient: bool = False) -> Progress:
         console=console,
         transient=transient,
     )
+
+
+def result_console() -> Console:
+    """A stdout console for result tables; wide when piped, so rows are never wrapped mid-cell."""
+    import sys
+
+    return Console(width=None if sys.stdout.isatty() else 200)

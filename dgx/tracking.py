@@ -122,7 +122,8 @@ class WandbRun:
                           "train/lr": stats["lr"]})
             self.logged.add(epoch)
 
-    def finish(self, result: TrainResult | None, exit_code: int = 0, run_dir: Path | None = None) -> None:
+    def finish(self, result: TrainResult | None, exit_code: int = 0, run_dir: Path | None = None,
+               source: str | None = None, targets: list[str] | None = None) -> None:
         if self.run is None:
             return
         if result is not None and run_dir is not None:
@@ -135,5 +136,8 @@ class WandbRun:
             self.run.summary["best_epoch"] = result.best_epoch
             for domain, value in result.auroc.items():
                 self.run.summary[f"auroc/{domain}"] = value
+            if source is not None:  # what `dgx report --source wandb` needs to rebuild the tables
+                self.run.summary["source"] = source
+                self.run.summary["targets"] = list(targets or [])
         self.run.finish(exit_code=exit_code)
         self.run = None

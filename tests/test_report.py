@@ -14,6 +14,7 @@ from scipy import stats
 
 from dgx.errors import DgxError
 from dgx.report import load_runs, mean_ci, report, table1, table1_cells
+from dgx.report.tables import fmt_cell
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -80,7 +81,7 @@ Table 1 — test AUROC (%), mean ± 95% CI (Student t) across seeds; phase: seed
 | Target average    | ERM             | 79.0 ± 2.2 | 3 |
 |                   | RRR (periphery) | 78.7 ± 4.7 | 3 |
 
-_italic_ = OOD target domain; n = number of seeds; — = no result.
+_italic_ = OOD target domain; n = seeds; — = no result.
 """
 
 
@@ -98,7 +99,7 @@ def test_mean_ci_matches_scipy_and_edge_cases():
 
 def test_load_runs_rows_and_order(db):
     df = load_runs(db)
-    assert list(df.columns) == ["study", "trial", "dataset", "method", "mask", "phase", "seed", "domain", "role", "auroc"]
+    assert list(df.columns) == ["study", "trial", "dataset", "method", "mask", "phase", "seed", "domain", "role", "auroc", "run_id"]
     assert len(df) == 2 * 3 * 3
     first = df[(df["study"] == "exp-erm.seeds") & (df["trial"] == 0)]
     assert list(first["domain"]) == [SOURCE] + TARGETS
@@ -108,7 +109,7 @@ def test_load_runs_rows_and_order(db):
 
 
 def test_cells_match_independent_scipy(db):
-    cells = table1_cells(load_runs(db)).set_index(["Dataset", "Method"])
+    cells = table1_cells(load_runs(db)).set_index(["domain", "label"])
     per_seed_erm = np.array(RESULTS[("erm", "none")])
     per_seed_rrr = np.array(RESULTS[("rrr", "periphery")])
     checks = {
@@ -122,8 +123,9 @@ def test_cells_match_independent_scipy(db):
         cell = cells.loc[key]
         assert cell["mean"] == pytest.approx(mean) and cell["half_width"] == pytest.approx(half), key
         assert cell["n"] == 3
-        assert cell["AUROC"] == f"{100 * mean:.1f} ± {100 * half:.1f}"
-    assert cells.loc[("Target average", "RRR (periphery)"), "AUROC"] == "78.7 ± 4.7"
+        assert fmt_cell(cell["mean"], cell["half_width"], cell["n"]) == f"{100 * mean:.1f} ± {100 * half:.1f}"
+    cell = cells.loc[("Target average", "RRR (periphery)")]
+    assert fmt_cell(cell["mean"], cell["half_width"], cell["n"]) == "78.7 ± 4.7"
 
 
 def test_golden_markdown(db):
@@ -217,5 +219,5 @@ def test_error_duplicated_seeds(db):
 
 
 def test_error_unknown_format(db):
-    with pytest.raises(DgxError, match="unknown table format 'html'; choose from: markdown"):
+    with pytest.raises(DgxError, match="unknown table format 'html'; choose from: csv, json, latex, markdown"):
         table1(load_runs(db), fmt="html")

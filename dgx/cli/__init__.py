@@ -63,6 +63,7 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debu
 
 
 from dgx.cli import report as _report  # noqa: E402  (commands register on `app`)
+from dgx.cli import reproduce as _reproduce  # noqa: E402
 from dgx.cli import sweep as _sweep  # noqa: E402
 from dgx.cli import train as _train  # noqa: E402
 from dgx.cli import worker as _worker  # noqa: E402
@@ -71,6 +72,7 @@ app.command("train")(_train.train)
 app.command("sweep")(_sweep.sweep)
 app.command("report")(_report.report)
 app.command("worker")(_worker.worker)
+app.command("reproduce")(_reproduce.reproduce)
 
 from dgx.cli.analyze import analyze_app  # noqa: E402
 from dgx.cli.data import data_app  # noqa: E402

@@ -70,9 +70,9 @@ def prepare(
     stats = summary({key: frame for key, (_, frame) in written.items()})
     for key, row in stats.iterrows():
         table.add_row(key, f"{row.n:,}", f"{row.positives:,}", _age(row.mean_age, 2), _age(row.min_age, 0), row.views)
-    from rich.console import Console
+    from dgx.progress import result_console
 
-    Console().print(table)
+    result_console().print(table)
 
 
 def _age(value: float, digits: int) -> str:

@@ -46,9 +46,9 @@ def sweep(
     unless an API key is set). Rerunning the same command resumes the study.
     """
     from dgx.report import report as build_report
-    from dgx.sweep import SweepPlan, open_storage, run_sweep
-    from dgx.sweep.launch import WorkerSpec, launch, parse_gpus
-    from dgx.sweep.study import make_pruner, make_sampler, prepare_sweep
+    from dgx.sweep import SweepPlan, open_storage
+    from dgx.sweep.launch import WorkerSpec, parse_gpus
+    from dgx.sweep.study import make_pruner, make_sampler
 
     settings = get_settings()
     cfg, plan_budget = c.resolve_config(method, mask, data, data_opt, budget, model=model, weights=weights,
@@ -89,7 +89,20 @@ def sweep(
     if plan_budget.name != "paper":
         lines.append("  the paper's full setting is one flag away: --budget paper")
     console.print("\n".join(lines))
-    names = []
+    names = execute(plans, spec, url, device, settings, bundle)
+    if names is None:
+        return
+    console.print(f"sweep finished in {time.perf_counter() - started:.0f} s; studies {', '.join(names)} in {url}")
+    typer.echo(build_report(url, study_prefix=tuple(names), phase="seeds"))
+
+
+def execute(plans, spec, url: str, device: str, settings, bundle) -> list[str] | None:
+    """Run ``plans`` in this process or on ``spec``'s workers; the study names, or None when only queued."""
+    from dgx.sweep import open_storage, run_sweep
+    from dgx.sweep.launch import launch
+    from dgx.sweep.study import prepare_sweep
+
+    names: list[str] = []
     if spec.parallel:
         storage_obj = open_storage(url)
         for p in plans:
@@ -98,15 +111,14 @@ def sweep(
             studies = " ".join(f"--study {p.study}" for p in plans)
             console.print(f"queued; start workers with `dgx worker --storage {url} {studies}`, "
                           f"then `dgx report --storage {url}`")
-            return
+            return None
         launch(spec, url, [p.study for p in plans], device, settings.runs_dir)
         for p in plans:
             names += [p.study, f"{p.study}.seeds"]
     else:
         for p in plans:
             names += run_sweep(p, bundle, settings)
-    console.print(f"sweep finished in {time.perf_counter() - started:.0f} s; studies {', '.join(names)} in {url}")
-    typer.echo(build_report(url, study_prefix=tuple(names), phase="seeds"))
+    return names
 
 
 def study_name(cfg, budget: str, prefix: str | None = None) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
+from dgx.progress import result_console
 from rich.table import Table
 
 from dgx.cli import common as c
@@ -58,4 +58,4 @@ def train(
     table.add_column("AUROC", justify="right")
     for domain, value in result.auroc.items():
         table.add_row(domain, "source test" if domain == bundle.source else "target", f"{100 * value:.1f}")
-    Console().print(table)  # stdout: the result, while progress and logs go to stderr
+    result_console().print(table)  # stdout: the result, while progress and logs go to stderr

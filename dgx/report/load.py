@@ -8,6 +8,8 @@ grouping here is done on those attrs, never on names.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 from collections import Counter
@@ -18,7 +20,9 @@ from optuna.trial import TrialState
 
 from dgx.errors import DgxError
 
-COLUMNS = ("study", "trial", "dataset", "method", "mask", "phase", "seed", "domain", "role", "auroc")
+log = logging.getLogger("dgx")
+
+COLUMNS = ("study", "trial", "dataset", "method", "mask", "phase", "seed", "domain", "role", "auroc", "run_id")
 
 # Attrs a dgx trial must carry for its results to be reportable. "config" and
 # "val_auroc" are deliberately absent: the tables never read them.
@@ -56,27 +60,70 @@ def _study_names(storage: optuna.storages.BaseStorage, label: str,
     return chosen
 
 
-def _trial_rows(study: str, trial: optuna.trial.FrozenTrial) -> list[tuple]:
+def _complete_trials(store: optuna.storages.BaseStorage, names: list[str]):
+    """(study, trial number, user attrs) of every COMPLETE trial of ``names``, in study then trial order.
+
+    On an RDB storage the attrs the tables need are read in one query from
+    Optuna's ``trial_user_attributes`` table: building 10,000 FrozenTrials
+    through the storage API takes ~5 s, this takes a fraction of that. Any
+    other storage (Journal, in-memory) goes through the public API.
+    """
+    if isinstance(store, optuna.storages.RDBStorage):
+        try:
+            yield from _complete_trials_sql(store, names)
+            return
+        except Exception as exc:  # noqa: BLE001 - an unexpected schema: fall back to the public API
+            log.debug("fast RDB read failed (%s); using the Optuna API", exc)
+    for name in names:
+        study = optuna.load_study(study_name=name, storage=store)
+        # deepcopy=False: we only read attrs; copying every trial dominates the run time otherwise.
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            yield name, trial.number, trial.user_attrs
+
+
+def _complete_trials_sql(store: optuna.storages.RDBStorage, names: list[str]):
+    import sqlalchemy as sa
+
+    wanted = set(_REQUIRED) | {"run_id"}
+    query = sa.text(
+        "SELECT s.study_name, t.number, a.key, a.value_json FROM trials t "
+        "JOIN studies s ON s.study_id = t.study_id "
+        "LEFT JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
+        "WHERE t.state = 'COMPLETE' ORDER BY s.study_name, t.number")
+    chosen = set(names)
+    trials: dict[tuple[str, int], dict] = {}
+    with store.engine.connect() as conn:
+        for study, number, key, value in conn.execute(query):
+            if study not in chosen:
+                continue
+            attrs = trials.setdefault((study, number), {})
+            if key in wanted:
+                attrs[key] = json.loads(value)
+    for (study, number), attrs in sorted(trials.items()):
+        yield study, number, attrs
+
+
+def _trial_rows(study: str, number: int, attrs: dict) -> list[tuple]:
     """One row per domain (source first, then targets in display order)."""
-    attrs = trial.user_attrs
     missing = [k for k in _REQUIRED if k not in attrs]
     if missing:
         raise DgxError(
-            f"trial #{trial.number} of study {study!r} lacks user attrs {missing}; "
+            f"trial #{number} of study {study!r} lacks user attrs {missing}; "
             "it was not written by `dgx sweep` — move it to another study or use --study-prefix to skip it"
         )
     auroc = attrs["auroc"]
     if not isinstance(auroc, dict):
-        raise DgxError(f"trial #{trial.number} of study {study!r} has a non-dict 'auroc' attr ({auroc!r})")
-    common = (study, trial.number, str(attrs["dataset"]), str(attrs["method"]), str(attrs["mask"]),
+        raise DgxError(f"trial #{number} of study {study!r} has a non-dict 'auroc' attr ({auroc!r})")
+    common = (study, number, str(attrs["dataset"]), str(attrs["method"]), str(attrs["mask"]),
               str(attrs["phase"]), int(attrs["seed"]))
+    run_id = str(attrs.get("run_id", ""))
     domains = [(str(attrs["source"]), "source")] + [(str(t), "target") for t in attrs["targets"]]
     rows = []
     for domain, role in domains:
         # A domain the trial should have been scored on but was not becomes
         # NaN, so the table shows the gap instead of quietly dropping it.
         value = auroc.get(domain)
-        rows.append(common + (domain, role, math.nan if value is None else float(value)))
+        rows.append(common + (domain, role, math.nan if value is None else float(value), run_id))
     return rows
 
 
@@ -105,19 +152,14 @@ def load_runs(
     rows: list[tuple] = []
     other_phases: Counter[str] = Counter()
     foreign = 0
-    for name in names:
-        study = optuna.load_study(study_name=name, storage=store)
-        # deepcopy=False: we only read attrs, and copying every trial of a big
-        # sweep dominates the run time otherwise.
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            attrs = trial.user_attrs
-            if "method" not in attrs:
-                foreign += 1
-                continue
-            if phase is not None and attrs.get("phase") != phase:
-                other_phases[str(attrs.get("phase"))] += 1
-                continue
-            rows.extend(_trial_rows(name, trial))
+    for name, number, attrs in _complete_trials(store, names):
+        if "method" not in attrs:
+            foreign += 1
+            continue
+        if phase is not None and attrs.get("phase") != phase:
+            other_phases[str(attrs.get("phase"))] += 1
+            continue
+        rows.extend(_trial_rows(name, number, attrs))
     if not rows:
         where = f"{len(names)} stud{'y' if len(names) == 1 else 'ies'} ({', '.join(names)})"
         wanted = "COMPLETE dgx trials" if phase is None else f"COMPLETE dgx trials with phase {phase!r}"

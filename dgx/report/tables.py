@@ -1,38 +1,50 @@
-"""Paper-style result tables from the runs frame of :func:`dgx.report.load_runs`.
+"""Paper-shaped result tables from the runs frame of :func:`dgx.report.load_runs`.
 
-Each table is built in two steps: a cells DataFrame (numbers plus display
-strings, one row per table row) and a renderer for the output format. Only
-Markdown is rendered today; LaTeX/CSV/JSON only need a new entry in
-``_RENDERERS`` because they can read the same cells frame.
+Every table is built in two steps: a *cells* frame (one row per table cell,
+with numbers and display text) and a renderer (markdown, latex, csv, json).
+The shapes (paper, ``../shared/seed/paper.txt``):
 
-Markdown conventions (Table 1): target (OOD) domains are in _italics_, as the
-paper underlines them; a cell is ``mean ± half-width`` in AUROC percent, the
-half-width being the Student-t confidence interval across seeds; "n/a" means a
-single seed (no interval), and "—" with n = 0 means no result at all.
+- **Table 1**: domain × method (rows), AUROC and n (columns);
+- **Tables 2 and 5**: mask type (rows) × domain (columns), for one method
+  (ActDiff in Table 2, RRR in Table 5);
+- **Table 3**: domain × method with a Gain column: the difference to the same
+  method with a reference mask (abnormality) on the same data.
+
+Every shape has the target average (per seed: the mean over all target
+domains, then mean ± CI across seeds), marks targets (markdown italics,
+LaTeX underline as in the paper), shows a missing cell as "—" with n = 0, and
+can carry a paired comparison to a baseline (ERM, or a reference mask) with a
+``*`` where p < 0.05.
 """
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from dgx.errors import DgxError, unknown_choice
-from dgx.report.stats import mean_ci
+from dgx.report.stats import mean_ci, paired_difference
 
 METHOD_NAMES = {"erm": "ERM", "actdiff": "ActDiff", "rrr": "RRR", "gradmask": "GradMask"}
+MASK_NAMES = {"abnormality": "Abnormality", "scaled": "Scaled abnormality", "periphery": "Lung periphery",
+              "gaze": "Gaze", "none": "None"}
 _METHOD_ORDER = tuple(METHOD_NAMES)
-_MASK_ORDER = ("abnormality", "scaled", "periphery", "none")
+_MASK_ORDER = ("abnormality", "scaled", "periphery", "gaze", "none")
 MISSING = "—"
 AVERAGE = "Target average"
-TARGET_NOTE = "_italic_ = OOD target domain; n = number of seeds; — = no result."
+SHAPES = ("1", "2", "3", "5")
+FORMATS = ("markdown", "latex", "csv", "json")
+ALPHA = 0.05  # a paired comparison with p below this is marked "*"
 
 
 def method_label(method: str, mask: str) -> str:
     """Display name, e.g. "ERM" or "RRR (periphery)"."""
     name = METHOD_NAMES.get(method, method)
-    # ERM never uses a mask; naming one would only add noise. Any other
-    # combination keeps the mask so that two groups never share a label.
     return name if method == "erm" and mask == "none" else f"{name} ({mask})"
 
 
@@ -41,13 +53,11 @@ def _rank(value: str, order: tuple[str, ...]) -> tuple[int, str]:
 
 
 def _groups(runs: pd.DataFrame) -> list[tuple[str, str]]:
-    """(method, mask) pairs in paper order: ERM, ActDiff, RRR, GradMask."""
     pairs = runs[["method", "mask"]].drop_duplicates().itertuples(index=False)
     return sorted(pairs, key=lambda p: (_rank(p[0], _METHOD_ORDER), _rank(p[1], _MASK_ORDER)))
 
 
 def _domains(runs: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """Source and target domains in first-appearance order (load_runs keeps display order)."""
     sources = list(dict.fromkeys(runs.loc[runs["role"] == "source", "domain"]))
     targets = [d for d in dict.fromkeys(runs.loc[runs["role"] == "target", "domain"]) if d not in sources]
     return sources, targets
@@ -56,11 +66,12 @@ def _domains(runs: pd.DataFrame) -> tuple[list[str], list[str]]:
 def _check_unique_seeds(runs: pd.DataFrame) -> None:
     """One trial per seed per group, else the mean would mix configurations."""
     trials = runs[["dataset", "method", "mask", "seed", "study", "trial"]].drop_duplicates()
-    dup = trials[trials.duplicated(["dataset", "method", "mask", "seed"], keep=False)]
+    key = ["dataset", "method", "mask", "seed"]
+    dup = trials[trials.duplicated(key, keep=False)]
     if dup.empty:
         return
     first = dup.iloc[0]
-    same = dup[(dup[["dataset", "method", "mask", "seed"]] == first[["dataset", "method", "mask", "seed"]]).all(axis=1)]
+    same = dup[(dup[key] == first[key]).all(axis=1)]
     where = ", ".join(f"{s}#{t}" for s, t in zip(same["study"], same["trial"]))
     raise DgxError(
         f"{method_label(first['method'], first['mask'])} on {first['dataset']} has {len(same)} trials with seed "
@@ -69,100 +80,278 @@ def _check_unique_seeds(runs: pd.DataFrame) -> None:
     )
 
 
-def _cell(experiment: str, domain: str, role: str, label: str, values, confidence: float) -> dict:
-    mean, half, n = mean_ci(values, confidence)
-    if n == 0:
-        text = MISSING
-    else:
-        text = f"{100 * mean:.1f} ± " + ("n/a" if n == 1 else f"{100 * half:.1f}")
-    return {"experiment": experiment, "Dataset": domain, "Method": label, "AUROC": text, "n": n,
-            "role": role, "mean": mean, "half_width": half}
-
-
-def table1_cells(runs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
-    """The cells of Table 1, one row per (experiment, domain, method).
-
-    ``experiment`` is the dgx dataset (e.g. "decoy-cxr"); "Dataset" is the
-    domain, as in the paper. Rows: the source domain(s), then targets in their
-    display order, then the "Target average" block. The target average of a
-    method takes, per trial (seed), the mean AUROC over *all* target domains of
-    the experiment, then mean ± CI across trials; a trial missing any target
-    does not count, because averages over different target sets do not compare.
-    Display columns: Dataset, Method, AUROC, n; numeric: mean, half_width
-    (fractions, not percent); role is "source", "target" or "average".
-    """
-    if runs.empty:
-        raise DgxError("no runs to tabulate; load_runs() returned no rows")
+def per_seed(runs: pd.DataFrame) -> pd.DataFrame:
+    """AUROC per (dataset, method, mask, seed) × domain, plus the per-seed target average column."""
     _check_unique_seeds(runs)
-    cells: list[dict] = []
+    out = []
     for experiment in dict.fromkeys(runs["dataset"]):
         exp = runs[runs["dataset"] == experiment]
         sources, targets = _domains(exp)
-        groups = _groups(exp)
-        by_group = {g: exp[(exp["method"] == g[0]) & (exp["mask"] == g[1])] for g in groups}
-        for domain in sources + targets:
-            role = "source" if domain in sources else "target"
-            for (method, mask), rows in by_group.items():
-                values = rows.loc[rows["domain"] == domain, "auroc"]
-                cells.append(_cell(experiment, domain, role, method_label(method, mask), values, confidence))
-        if not targets:
-            continue
-        for (method, mask), rows in by_group.items():
-            tgt = rows[rows["domain"].isin(targets)]
-            wide = tgt.set_index(["study", "trial", "domain"])["auroc"].unstack("domain")
-            per_trial = wide.reindex(columns=targets).mean(axis=1, skipna=False)
-            cells.append(_cell(experiment, AVERAGE, "average", method_label(method, mask), per_trial, confidence))
-    return pd.DataFrame(cells)
+        wide = exp.pivot_table(index=["dataset", "method", "mask", "seed"], columns="domain", values="auroc",
+                               aggfunc="first", dropna=False)
+        wide = wide.reindex(columns=sources + targets)
+        # A seed missing any target has no average: averages over different target sets do not compare.
+        wide[AVERAGE] = wide[targets].mean(axis=1, skipna=False) if targets else np.nan
+        out.append(wide)
+    return pd.concat(out)
 
 
-def _title(runs: pd.DataFrame, experiment: str, confidence: float) -> str:
+@dataclass(frozen=True)
+class Baseline:
+    """What each cell is compared with, seed by seed: ERM, or the same method with a reference mask."""
+
+    kind: str  # "erm" | "mask"
+    mask: str = ""
+
+    @classmethod
+    def parse(cls, text: str | None) -> "Baseline | None":
+        if not text or text == "none":
+            return None
+        if text == "erm":
+            return cls("erm")
+        if text.startswith("mask:") and text[5:]:
+            return cls("mask", text[5:])
+        raise DgxError(f"--baseline {text!r} must be erm, mask:NAME (e.g. mask:abnormality) or none")
+
+    def group(self, method: str, mask: str) -> tuple[str, str] | None:
+        if self.kind == "erm":
+            return None if method == "erm" else ("erm", "none")
+        return None if method == "erm" or mask == self.mask else (method, self.mask)
+
+    def label(self) -> str:
+        return "ERM" if self.kind == "erm" else f"{self.mask} mask"
+
+
+def cells(runs: pd.DataFrame, confidence: float = 0.95, baseline: Baseline | None = None,
+          test: str = "t") -> pd.DataFrame:
+    """Every (dataset, domain, method, mask) cell: mean, CI half width, n; with a baseline also
+    the paired difference (diff, diff_half, p, significant) against it across shared seeds."""
+    if runs.empty:
+        raise DgxError("no runs to tabulate; load_runs() returned no rows")
+    seeds = per_seed(runs)
+    rows = []
+    for experiment in dict.fromkeys(runs["dataset"]):
+        exp = runs[runs["dataset"] == experiment]
+        sources, targets = _domains(exp)
+        columns = sources + targets + ([AVERAGE] if targets else [])
+        for domain in columns:
+            role = "source" if domain in sources else ("target" if domain in targets else "average")
+            for method, mask in _groups(exp):
+                values = seeds.loc[(experiment, method, mask)][domain]
+                mean, half, n = mean_ci(values, confidence)
+                row = {"dataset": experiment, "domain": domain, "role": role, "method": method, "mask": mask,
+                       "label": method_label(method, mask), "mean": mean, "half_width": half, "n": n}
+                ref = baseline.group(method, mask) if baseline else None
+                if ref is not None and (experiment, *ref) in seeds.index.droplevel("seed"):
+                    other = seeds.loc[(experiment, *ref)][domain]
+                    shared = values.index.intersection(other.index)
+                    diff, dhalf, npair, p = paired_difference(values[shared], other[shared], confidence, test)
+                    row.update(diff=diff, diff_half=dhalf, pairs=npair, p=p, significant=bool(p < ALPHA))
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def fmt_cell(mean: float, half: float, n: int) -> str:
+    if n == 0 or np.isnan(mean):
+        return MISSING
+    return f"{100 * mean:.1f} ± " + ("n/a" if n == 1 or np.isnan(half) else f"{100 * half:.1f}")
+
+
+def _fmt_diff(row) -> str:
+    if "diff" not in row or pd.isna(row.get("diff")):
+        return ""
+    star = "*" if row.get("significant") else ""
+    half = "n/a" if pd.isna(row["diff_half"]) else f"{100 * row['diff_half']:.1f}"
+    p = "n/a" if pd.isna(row["p"]) else f"{row['p']:.3g}"
+    return f"{100 * row['diff']:+.1f} ± {half}{star} (p={p})"
+
+
+# ---------------------------------------------------------------- shapes
+
+@dataclass
+class Table:
+    """A rendered-to-be table: title, header, rows of display strings, which rows are targets, footnote."""
+
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    target_rows: list[bool]  # row index -> its first column names a target domain
+    note: str
+    data: pd.DataFrame  # the numeric cells behind the table (csv/json output)
+    target_cols: tuple[int, ...] = ()  # column indexes naming target domains (wide tables)
+
+
+def _note(baseline: Baseline | None, test: str, extra: str = "") -> str:
+    note = "_italic_ = OOD target domain; n = seeds; — = no result"
+    if baseline is not None:
+        test_name = "paired t" if test == "t" else "Wilcoxon signed-rank"
+        note += (f"; Δ = paired difference to {baseline.label()} over shared seeds (± CI, {test_name} p); "
+                 f"* = p < {ALPHA}")
+    return note + (f"; {extra}" if extra else "") + "."
+
+
+def _title(what: str, runs: pd.DataFrame, experiment: str, confidence: float) -> str:
     exp = runs[runs["dataset"] == experiment]
     sources = ", ".join(dict.fromkeys(exp.loc[exp["role"] == "source", "domain"]))
     phases = ", ".join(sorted(exp["phase"].unique()))
-    return (f"Table 1 — test AUROC (%), mean ± {confidence * 100:g}% CI (Student t) across seeds; "
-            f"phase: {phases}; source: {sources} (dataset {experiment})")
+    return (f"{what} — test AUROC (%), mean ± {confidence * 100:g}% CI (Student t) across seeds; phase: {phases}; "
+            f"source: {sources} (dataset {experiment})")
 
 
-def _markdown_table(cells: pd.DataFrame) -> str:
-    """One block: italic targets, dataset name only on the first row of its block."""
+def table_long(runs: pd.DataFrame, shape: str, confidence: float, baseline: Baseline | None, test: str,
+               gain_mask: str = "periphery", reference: str = "abnormality") -> list[Table]:
+    """Table 1 (domain × method) or Table 3 (the same, periphery methods with a Gain column)."""
+    c = cells(runs, confidence, baseline, test)
+    out = []
+    for experiment in dict.fromkeys(c["dataset"]):
+        part = c[c["dataset"] == experiment]
+        if shape == "3":
+            keep = (part["method"] == "erm") | (part["mask"] == gain_mask)
+            if not ((part["mask"] == gain_mask) & (part["method"] != "erm")).any():
+                raise DgxError(f"Table 3 needs methods trained with the {gain_mask} mask on {experiment}; "
+                               f"found {sorted(set(part['label']))}")
+            ref = part[(part["mask"] == reference)].set_index(["domain", "method"])["mean"]
+            part = part[keep].copy()
+            part["gain"] = [row.mean - ref.get((row.domain, row.method), np.nan) if row.method != "erm" else np.nan
+                            for row in part.itertuples()]
+        header = ["Dataset", "Method", "AUROC", "n"] + (["Gain"] if shape == "3" else [])
+        header += ["Δ vs " + baseline.label()] if baseline else []
+        rows, targets, previous = [], [], None
+        for row in part.to_dict("records"):
+            line = [row["domain"] if row["domain"] != previous else "", row["label"],
+                    fmt_cell(row["mean"], row["half_width"], row["n"]), str(row["n"])]
+            if shape == "3":
+                line.append(MISSING if pd.isna(row["gain"]) else f"{100 * row['gain']:+.1f}")
+            if baseline:
+                line.append(_fmt_diff(row))
+            rows.append(line)
+            targets.append(row["role"] == "target")
+            previous = row["domain"]
+        what = "Table 1" if shape == "1" else f"Table 3 ({gain_mask} masks; Gain vs {reference})"
+        extra = f"Gain = AUROC points over the same method with {reference} masks" if shape == "3" else ""
+        out.append(Table(_title(what, runs, experiment, confidence), header, rows, targets,
+                         _note(baseline, test, extra), part.reset_index(drop=True)))
+    return out
+
+
+def table_wide(runs: pd.DataFrame, method: str, confidence: float, baseline: Baseline | None,
+               test: str) -> list[Table]:
+    """Tables 2 and 5: mask type × domain for one method."""
+    sub = runs[runs["method"] == method]
+    if sub.empty:
+        raise DgxError(f"no {METHOD_NAMES.get(method, method)} runs to tabulate; found methods "
+                       f"{sorted(runs['method'].unique())} (pick one with --method)")
+    c = cells(runs, confidence, baseline, test)  # baselines may be other methods (ERM)
+    c = c[c["method"] == method]
+    out = []
+    for experiment in dict.fromkeys(c["dataset"]):
+        part = c[c["dataset"] == experiment]
+        domains = list(dict.fromkeys(part["domain"]))
+        roles = dict(zip(part["domain"], part["role"]))
+        masks = sorted(part["mask"].unique(), key=lambda m: _rank(m, _MASK_ORDER))
+        rows = []
+        for mask in masks:
+            line = [MASK_NAMES.get(mask, mask)]
+            for domain in domains:
+                r = part[(part["mask"] == mask) & (part["domain"] == domain)].iloc[0]
+                text = fmt_cell(r["mean"], r["half_width"], r["n"])
+                if text != MISSING:
+                    text += f" ({r['n']})"
+                if baseline and "significant" in r and r.get("significant") is True:
+                    text += "*"
+                line.append(text)
+            rows.append(line)
+        name = "Table 2" if method == "actdiff" else ("Table 5" if method == "rrr" else "Table")
+        target_cols = tuple(i + 1 for i, d in enumerate(domains) if roles[d] == "target")
+        out.append(Table(_title(f"{name}: {METHOD_NAMES.get(method, method)} by segmentation type", runs,
+                                experiment, confidence),
+                         ["Segmentation type", *domains], rows, [False] * len(rows),
+                         _note(baseline, test, "(n) = seeds"), part.reset_index(drop=True), target_cols))
+    return out
+
+
+# ---------------------------------------------------------------- renderers
+
+def _md(table: Table) -> str:
+    header = list(table.header)
+    for i in table.target_cols:
+        header[i] = f"_{header[i]}_"
     shown = []
-    previous = None
-    for row in cells.itertuples(index=False):
-        name = f"_{row.Dataset}_" if row.role == "target" else row.Dataset
-        shown.append([name if row.Dataset != previous else "", row.Method, row.AUROC, str(row.n)])
-        previous = row.Dataset
-    header = ["Dataset", "Method", "AUROC", "n"]
-    right = [False, False, True, True]
-    widths = [max(len(h), *(len(r[i]) for r in shown)) for i, h in enumerate(header)]
+    for row, is_target in zip(table.rows, table.target_rows):
+        row = list(row)
+        if is_target and row[0]:
+            row[0] = f"_{row[0]}_"
+        shown.append(row)
+    widths = [max(len(h), *(len(r[i]) for r in shown)) if shown else len(h) for i, h in enumerate(header)]
+    right = [i > 0 and not header[i].startswith(("Method", "Δ")) for i in range(len(header))]
+    right[0] = False
 
-    def line(values: list[str]) -> str:
-        padded = [v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)]
-        return "| " + " | ".join(padded) + " |"
+    def line(values):
+        return "| " + " | ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)) + " |"
 
     rule = "|" + "|".join("-" * (w + 1) + ":" if r else "-" * (w + 2) for w, r in zip(widths, right)) + "|"
-    return "\n".join([line(header), rule] + [line(r) for r in shown])
+    return "\n".join([table.title, "", line(header), rule, *(line(r) for r in shown), "", table.note])
 
 
-def _render_markdown(runs: pd.DataFrame, cells: pd.DataFrame, confidence: float) -> str:
-    blocks = []
-    for experiment in dict.fromkeys(cells["experiment"]):
-        part = cells[cells["experiment"] == experiment]
-        blocks.append("\n\n".join([_title(runs, experiment, confidence), _markdown_table(part), TARGET_NOTE]))
-    return "\n\n".join(blocks) + "\n"
+def _latex_escape(text: str) -> str:
+    return (text.replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%").replace("_", r"\_")
+            .replace("#", r"\#").replace("±", r"$\pm$").replace("—", "---").replace("Δ", r"$\Delta$"))
 
 
-_RENDERERS: dict[str, Callable[[pd.DataFrame, pd.DataFrame, float], str]] = {"markdown": _render_markdown}
+def _latex(table: Table) -> str:
+    cols = "l" * 2 + "r" * (len(table.header) - 2)
+    head = [_latex_escape(h) for h in table.header]
+    for i in table.target_cols:
+        head[i] = rf"\underline{{{head[i]}}}"
+    lines = [r"% " + _latex_escape(table.title), r"\begin{tabular}{" + cols + "}", r"\toprule",
+             " & ".join(head) + r" \\", r"\midrule"]
+    for row, is_target in zip(table.rows, table.target_rows):
+        cells_ = [_latex_escape(v) for v in row]
+        if is_target and cells_[0]:
+            cells_[0] = rf"\underline{{{cells_[0]}}}"
+        lines.append(" & ".join(cells_) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"% " + _latex_escape(table.note)]
+    return "\n".join(lines)
+
+
+def render(tables: list[Table], fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise unknown_choice("format", fmt, FORMATS)
+    if fmt == "markdown":
+        return "\n\n".join(_md(t) for t in tables) + "\n"
+    if fmt == "latex":
+        return "\n\n".join(_latex(t) for t in tables) + "\n"
+    data = pd.concat([t.data.assign(table=t.title.split(" —")[0]) for t in tables], ignore_index=True)
+    if fmt == "csv":
+        buf = io.StringIO()
+        data.to_csv(buf, index=False)
+        return buf.getvalue()
+    records = json.loads(data.to_json(orient="records"))
+    return json.dumps({"tables": [{"title": t.title, "header": t.header, "rows": t.rows, "note": t.note}
+                                  for t in tables], "cells": records}, indent=1) + "\n"
+
+
+def build(runs: pd.DataFrame, shape: str = "1", *, method: str | None = None, confidence: float = 0.95,
+          baseline: Baseline | None = None, test: str = "t", gain_mask: str = "periphery",
+          reference: str = "abnormality") -> list[Table]:
+    """The tables of one paper shape for ``runs``."""
+    if shape not in SHAPES:
+        raise unknown_choice("table", shape, SHAPES)
+    if shape in ("2", "5"):
+        return table_wide(runs, method or ("actdiff" if shape == "2" else "rrr"), confidence, baseline, test)
+    return table_long(runs, shape, confidence, baseline, test, gain_mask, reference)
 
 
 def table1(runs: pd.DataFrame, fmt: str = "markdown", confidence: float = 0.95) -> str:
-    """Render the paper's Table 1 (AUROC per domain × method) for ``runs``.
+    """Render the paper's Table 1 (AUROC per domain × method) for ``runs``."""
+    if fmt not in FORMATS:
+        raise unknown_choice("table format", fmt, FORMATS)
+    return render(build(runs, "1", confidence=confidence), fmt)
 
-    ``runs`` is the frame of :func:`dgx.report.load_runs`. One table per dgx
-    dataset, each with a title line (phase, confidence, source) and a footnote.
-    Raises DgxError for an unknown format or for several trials sharing a seed
-    within one (dataset, method, mask) group.
-    """
-    if fmt not in _RENDERERS:
-        raise unknown_choice("table format", fmt, _RENDERERS)
-    cells = table1_cells(runs, confidence)
-    return _RENDERERS[fmt](runs, cells, confidence)
+
+def table1_cells(runs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """The numeric cells of Table 1 (see :func:`cells`)."""
+    return cells(runs, confidence)
+
+
+_RENDERERS: dict[str, Callable] = {f: (lambda t, f=f: render(t, f)) for f in FORMATS}

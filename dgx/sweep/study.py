@@ -230,7 +230,7 @@ def _objective(plan: SweepPlan, data: Bundle, settings: Settings, phase: str, gr
                 trial.report(stats["val_auroc"], stats["epoch"])
         record_trial(trial, cfg, result, phase=phase, source=data.source, targets=list(data.targets),
                      wandb_run=wandb.ref)
-        wandb.finish(result, run_dir=runs / cfg.run_id())
+        wandb.finish(result, run_dir=runs / cfg.run_id(), source=data.source, targets=list(data.targets))
         return result.val_auroc
 
     return objective

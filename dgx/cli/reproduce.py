@@ -1,0 +1,148 @@
+"""``dgx reproduce``: run a paper experiment from its spec in ``sweeps/paper/`` and print its table."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated, Optional
+
+import typer
+
+from dgx.cli import common as c
+from dgx.config import get_settings
+from dgx.errors import DgxError
+from dgx.progress import console
+
+# Training images per epoch of the paper's sources (dgx data prepare siim --splits ...).
+TRAIN_IMAGES = {"cxr-p": 947, "cxr-p-full": 6832}
+# Training throughput at batch 16, ResNet-50, 224 px, bf16, measured on an H200 with bench/gpu_check.py
+# (img/s): the cost model of --dry-run. Evaluation passes are not counted.
+GPU_IMG_S = {"erm": 666.0, "actdiff": 396.0, "rrr": 142.0, "gradmask": 113.0}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    method: str
+    mask: str | None
+
+
+@dataclass(frozen=True)
+class PaperSpec:
+    name: str
+    description: str
+    data: str
+    budget: str
+    seeds: int
+    experiments: tuple[Experiment, ...]
+    report: dict
+
+
+def paper_specs() -> dict[str, PaperSpec]:
+    """Every spec in ``sweeps/paper/*.yaml``, by file stem."""
+    import yaml
+
+    from dgx.sweep.space import sweeps_dir
+
+    specs = {}
+    for path in sorted((sweeps_dir() / "paper").glob("*.yaml")):
+        try:
+            raw = yaml.safe_load(path.read_text())
+            experiments = tuple(Experiment(e["method"], e.get("mask")) for e in raw["experiments"])
+            specs[path.stem] = PaperSpec(path.stem, str(raw.get("description", "")), str(raw["data"]),
+                                         str(raw.get("budget", "paper")), int(raw["seeds"]), experiments,
+                                         dict(raw.get("report") or {}))
+        except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+            raise DgxError(f"paper spec {path} is malformed ({type(exc).__name__}: {exc}); "
+                           "it needs data, seeds and experiments: [{method, mask}]") from None
+    return specs
+
+
+def reproduce(
+    name: Annotated[str, typer.Argument(help="table1 | table2 | table3 | table5 | all (the specs in sweeps/paper/).", show_default=False)],
+    data: Annotated[Optional[str], typer.Option("--data", help="Dataset instead of the spec's (e.g. decoy-cxr for a synthetic rehearsal).")] = None,
+    data_opt: c.DataOptsOpt = None,
+    budget: Annotated[Optional[str], typer.Option("--budget", help="Budget instead of the spec's (paper).")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Cap on grid points per study. Default: the whole grid.")] = None,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, help="Seeds instead of the spec's (10, or 3 for CXR-P Full).")] = None,
+    epochs: c.EpochsOpt = None,
+    model: c.ModelOpt = None,
+    weights: c.WeightsOpt = None,
+    image_size: c.ImageSizeOpt = None,
+    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL. Default: DGX_STORAGE or sqlite:///runs/dgx.db.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the studies and trials it would run, with their estimated GPU cost, and stop.")] = False,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="Workers sharing each study (see dgx sweep).")] = None,
+    gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU ids, one worker each (see dgx sweep).")] = None,
+    device: c.DeviceOpt = "auto",
+) -> None:
+    """Run the studies behind one of the paper's tables (resuming existing ones), then print the table."""
+    from dgx.cli.sweep import execute, study_name
+    from dgx.report import report as build_report
+    from dgx.sweep import SweepPlan
+    from dgx.sweep.launch import WorkerSpec, parse_gpus
+
+    specs = paper_specs()
+    if name != "all" and name not in specs:
+        raise DgxError(f"unknown paper experiment {name!r}; choose from: {', '.join([*specs, 'all'])}")
+    chosen = list(specs.values()) if name == "all" else [specs[name]]
+    settings = get_settings()
+    url = storage or settings.default_storage()
+    rows, plans_by_spec, seen = [], {}, set()
+    for spec in chosen:
+        plans = []
+        for exp in spec.experiments:
+            cfg, plan_budget = c.resolve_config(exp.method, exp.mask, data or spec.data, data_opt,
+                                                budget or spec.budget, model=model, weights=weights,
+                                                image_size=image_size, epochs=epochs, batch_size=16,
+                                                actdiff_layers="all")
+            plan = SweepPlan(base=cfg, budget=plan_budget, study=study_name(cfg, plan_budget.name), storage=url,
+                             trials=trials, seeds=seeds or spec.seeds, device=device)
+            plans.append(plan)
+            shared = plan.study in seen
+            seen.add(plan.study)
+            n_train = TRAIN_IMAGES.get(cfg.dataset) or int(dict(cfg.data_options).get("n_train", 384))
+            n_trials = plan.n_points + plan.seeds
+            gpu_h = n_trials * cfg.num_epochs * n_train / GPU_IMG_S.get(cfg.method, 100.0) / 3600
+            rows.append((spec.name, plan.study, plan.n_points, plan.seeds, cfg.num_epochs, n_trials, gpu_h, shared))
+        plans_by_spec[spec.name] = plans
+    _print_plan(rows, url)
+    if dry_run:
+        return
+    gpu_ids = parse_gpus(gpus)
+    wspec = WorkerSpec(workers=workers if workers is not None else max(1, len(gpu_ids)), gpus=gpu_ids)
+    wspec.check(url)
+    started = time.perf_counter()
+    done: set[str] = set()
+    for spec in chosen:
+        todo = [p for p in plans_by_spec[spec.name] if p.study not in done]
+        bundle = c.load_data(todo[0].base) if todo and not wspec.parallel else None
+        names = execute(todo, wspec, url, device, settings, bundle) if todo else []
+        if names is None:
+            continue  # queued only
+        done.update(p.study for p in todo)
+        prefixes = tuple(p.study for p in plans_by_spec[spec.name])
+        report = spec.report
+        console.print(f"[bold]{spec.name}[/]: {spec.description}")
+        typer.echo(build_report(url, study_prefix=prefixes, phase="seeds", shape=str(report.get("table", "1")),
+                                method=report.get("method"), baseline=report.get("baseline")))
+    console.print(f"reproduce {name} finished in {time.perf_counter() - started:.0f} s ({len(done)} studies in {url})")
+
+
+def _print_plan(rows: list[tuple], url: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"dgx reproduce: studies and trials (storage {url})")
+    for col in ("table", "study", "grid points", "seeds", "epochs", "trials", "est. GPU-h"):
+        table.add_column(col, justify="left" if col in ("table", "study") else "right")
+    total_trials, total_h = 0, 0.0
+    for spec, study, points, seeds, epochs, trials, gpu_h, shared in rows:
+        mark = " (shared, counted once)" if shared else ""
+        table.add_row(spec, study + mark, str(points), str(seeds), str(epochs), f"{trials:,}", f"{gpu_h:.1f}")
+        if not shared:
+            total_trials += trials
+            total_h += gpu_h
+    table.add_row("total", "unique studies", "", "", "", f"{total_trials:,}", f"{total_h:.1f}")
+    from dgx.progress import result_console
+
+    result_console().print(table)
+    console.print(f"{total_trials:,} trials (search grid points + seeds) in all; GPU-hours assume batch-16 training "
+                  f"throughput measured on an H200 ({', '.join(f'{k} {v:g}' for k, v in GPU_IMG_S.items())} img/s)")

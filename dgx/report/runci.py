@@ -1,0 +1,72 @@
+"""Per-run AUROC confidence intervals (DeLong or bootstrap) from the scores each run saved.
+
+Each training writes the selected checkpoint's labels and scores per domain to
+``<runs_dir>/runs/<run_id>/scores.npz``; nothing here retrains or re-predicts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from dgx.errors import DgxError
+
+
+def run_scores_path(runs_dir: Path, run_id: str) -> Path:
+    from dgx.train import SCORES_FILE
+
+    return Path(runs_dir) / "runs" / run_id / SCORES_FILE
+
+
+def run_ci_frame(runs: pd.DataFrame, runs_dir: Path, method: str, confidence: float = 0.95) -> pd.DataFrame:
+    """One row per (trial, domain): AUROC and its per-run interval."""
+    from dgx.report.stats import bootstrap_ci, delong_ci
+    from dgx.train import load_scores
+
+    if "run_id" not in runs.columns:
+        raise DgxError("these runs carry no run ids (a W&B source?); per-run intervals need the Optuna storage "
+                       "and the run folders")
+    ci = delong_ci if method == "delong" else bootstrap_ci
+    rows, missing = [], []
+    for key, group in runs.groupby(["study", "trial"], sort=False):
+        run_id = group["run_id"].iloc[0]
+        scores = load_scores(run_scores_path(runs_dir, run_id)) if run_id else {}
+        if not scores:
+            missing.append(f"{key[0]}#{key[1]}")
+            continue
+        for row in group.itertuples(index=False):
+            if row.domain not in scores:
+                continue
+            labels, s = scores[row.domain]
+            auc, low, high = ci(labels, s, confidence)
+            rows.append({"study": key[0], "trial": key[1], "dataset": row.dataset, "method": row.method,
+                         "mask": row.mask, "seed": row.seed, "domain": row.domain, "role": row.role,
+                         "auroc": auc, "low": low, "high": high, "n_images": len(labels)})
+    if not rows:
+        raise DgxError(f"no saved scores for these runs under {Path(runs_dir) / 'runs'} (e.g. {', '.join(missing[:3])}); "
+                       "set DGX_RUNS_DIR to the folder the sweep trained in")
+    return pd.DataFrame(rows)
+
+
+def run_ci_table(runs: pd.DataFrame, runs_dir: Path, method: str, fmt: str, confidence: float = 0.95) -> str:
+    frame = run_ci_frame(runs, runs_dir, method, confidence)
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    if fmt == "json":
+        return frame.to_json(orient="records", indent=1) + "\n"
+    head = f"Per-run test AUROC (%) with {confidence * 100:g}% {'DeLong' if method == 'delong' else 'bootstrap'} intervals"
+    lines = [head, "", "| Study | Trial | Seed | Domain | AUROC | Interval | Images |", "|---|--:|--:|---|--:|---|--:|"]
+    for r in frame.itertuples(index=False):
+        name = f"_{r.domain}_" if r.role == "target" else r.domain
+        lines.append(f"| {r.study} | {r.trial} | {r.seed} | {name} | {100 * r.auroc:.1f} | "
+                     f"[{100 * r.low:.1f}, {100 * r.high:.1f}] | {r.n_images} |")
+    if fmt == "latex":
+        from dgx.report.tables import _latex_escape
+
+        body = [" & ".join([_latex_escape(str(r.study)), str(r.trial), str(r.seed), _latex_escape(r.domain),
+                            f"{100 * r.auroc:.1f}", f"[{100 * r.low:.1f}, {100 * r.high:.1f}]"]) + r" \\"
+                for r in frame.itertuples(index=False)]
+        return "\n".join([r"\begin{tabular}{llrlrl}", r"\toprule", r"Study & Trial & Seed & Domain & AUROC & Interval \\",
+                          r"\midrule", *body, r"\bottomrule", r"\end{tabular}"]) + "\n"
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,102 @@
+"""W&B as a report source: the same runs frame as :func:`dgx.report.load_runs`, from the public API.
+
+Each dgx trial is one W&B run: ``group`` = study, ``job_type`` = phase, name
+``<study>#<trial number>``, ``config`` = the training config (method, mask,
+dataset, seed), ``summary`` = ``auroc/<domain>`` per domain plus ``source`` and
+``targets``. Only finished runs count (failed trials finish with exit code 1,
+state "failed"). The API pages through runs lazily; a rate-limited page
+(HTTP 429) or a transient error is retried with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+
+import pandas as pd
+
+from dgx.errors import DgxError
+from dgx.report.load import COLUMNS
+
+log = logging.getLogger("dgx")
+
+PER_PAGE = 500
+RETRIES = 6
+
+
+def _transient(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}"
+    return any(s in text for s in ("429", "rate limit", "Rate limit", "Timeout", "timed out", "502", "503",
+                                   "ConnectionError", "CommError"))
+
+
+def with_retry(fn: Callable[[], object], what: str, sleep: Callable[[float], None] = time.sleep):
+    """Call ``fn``; on a transient error wait 1, 2, 4, ... s and try again (at most RETRIES times)."""
+    for attempt in range(RETRIES):
+        try:
+            return fn()
+        except StopIteration:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the API raises requests/GraphQL/wandb errors alike
+            if not _transient(exc) or attempt == RETRIES - 1:
+                raise DgxError(f"W&B API error while {what}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+            wait = 2.0 ** attempt
+            log.warning("W&B API busy while %s (%s); retrying in %.0f s", what, type(exc).__name__, wait)
+            sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _iter_runs(api, path: str, filters: dict, sleep) -> Iterator:
+    runs = with_retry(lambda: api.runs(path, filters=filters, per_page=PER_PAGE), f"listing runs of {path}", sleep)
+    it = iter(runs)
+    while True:  # each next() may fetch a page: retry that page, not the whole listing
+        try:
+            run = with_retry(lambda: next(it), f"reading runs of {path}", sleep)
+        except StopIteration:
+            return
+        yield run
+
+
+def load_wandb_runs(entity: str, project: str, study_prefix: str | tuple[str, ...] | None = None,
+                    phase: str | None = "seeds", api=None, sleep: Callable[[float], None] = time.sleep) -> pd.DataFrame:
+    """Finished dgx runs of ``entity/project`` as the runs frame (columns of :data:`COLUMNS`)."""
+    if not project:
+        raise DgxError("--source wandb needs --project (or WANDB_PROJECT)")
+    if api is None:
+        import wandb
+
+        api = with_retry(lambda: wandb.Api(timeout=60), "connecting to W&B", sleep)
+    path = f"{entity}/{project}" if entity else project
+    filters = {"state": "finished"}
+    if phase is not None:
+        filters["jobType"] = phase
+    rows = []
+    prefixes = (study_prefix,) if isinstance(study_prefix, str) else study_prefix
+    for run in _iter_runs(api, path, filters, sleep):
+        if getattr(run, "state", "finished") != "finished":
+            continue
+        study = run.group or ""
+        if prefixes and not study.startswith(tuple(prefixes)):
+            continue
+        if phase is not None and run.job_type != phase:
+            continue
+        summary, config = dict(run.summary), dict(run.config)
+        if "source" not in summary or "method" not in config:
+            continue  # not a dgx trial run (or one from before dgx wrote sources)
+        _, _, number = run.name.rpartition("#")
+        trial = int(number) if number.isdigit() else -1
+        domains = [(summary["source"], "source")] + [(t, "target") for t in summary.get("targets", [])]
+        for domain, role in domains:
+            value = summary.get(f"auroc/{domain}")
+            rows.append((study, trial, str(config["dataset"]), str(config["method"]), str(config["mask"]),
+                         str(run.job_type), int(config["seed"]), str(domain), role,
+                         math.nan if value is None else float(value), ""))
+    if not rows:
+        raise DgxError(f"no finished dgx runs in W&B project {path}" + (f" with phase {phase!r}" if phase else "")
+                       + (f" and group starting with {study_prefix!r}" if study_prefix else "")
+                       + "; check --entity/--project, or sync offline runs with `wandb sync`")
+    df = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
+    df = df.sort_values(["study", "trial"], kind="stable").reset_index(drop=True)
+    return df.astype({"trial": "int64", "seed": "int64", "auroc": "float64"})
