@@ -9,6 +9,11 @@ Part 1 trains every method for 2 epochs through dgx.train.train on CUDA and
 prints its AUROCs (checks that double backward works under bf16 autocast).
 Part 2 times one optimizer step of every method on ResNet-50, 224 px, bf16,
 channels_last, at batch 16 and 128, and prints images/s and peak memory.
+Part 3 repeats ERM and ActDiff under torch.compile (RRR and GradMask stay
+eager: torch.compile does not support their double backward).
+Part 4 measures trial packing: the aggregate ERM images/s of K = 1, 2, 4
+concurrent batch-16 trainings on the one GPU (`dgx sweep --trials-per-gpu K`).
+Target: ERM >= 3,000 img/s at batch 128 on an H100. About 4 minutes on an H200.
 """
 
 from __future__ import annotations
@@ -47,12 +52,20 @@ def check_training(device: str) -> list[dict]:
     return rows
 
 
-def step_throughput(device: str, model_name: str, size: int, batches: list[int], steps: int) -> list[dict]:
+COMPILE = ("erm", "actdiff")  # RRR/GradMask need double backward, which torch.compile does not support
+
+
+def step_throughput(device: str, model_name: str, size: int, batches: list[int], steps: int,
+                    compiled: bool = False) -> list[dict]:
     rows = []
     for method, lam in LAMS.items():
+        if compiled and method not in COMPILE:
+            continue
         for bs in batches:
             torch.manual_seed(0)
             model = build_model(model_name, "none").to(device).to(memory_format=torch.channels_last)
+            if compiled:
+                model = torch.compile(model)
             opt = torch.optim.Adam(model.parameters(), 1e-4)
             m = build_method(method, lam)
             images = torch.randint(0, 255, (bs, 1, size, size), dtype=torch.uint8, device=device)
@@ -69,20 +82,76 @@ def step_throughput(device: str, model_name: str, size: int, batches: list[int],
                 parts["loss"].backward()
                 opt.step()
 
-            for _ in range(3):
-                step()
+            try:
+                for _ in range(3):
+                    step()
+            except Exception as exc:  # a compile failure is a result, not a crash
+                print(json.dumps({"method": method, "compiled": compiled, "batch": bs, "error": repr(exc)[:300]}))
+                continue
             torch.cuda.synchronize()
             t = time.perf_counter()
             for _ in range(steps):
                 step()
             torch.cuda.synchronize()
             dt = (time.perf_counter() - t) / steps
-            row = {"method": method, "model": model_name, "size": size, "batch": bs, "step_ms": 1000 * dt,
+            row = {"method": method, "compiled": compiled, "model": model_name, "size": size, "batch": bs,
+                   "step_ms": 1000 * dt,
                    "img_per_s": bs / dt, "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30}
             print(json.dumps(row), flush=True)
             rows.append(row)
             del model, opt
             torch.cuda.empty_cache()
+    return rows
+
+
+def _packed_worker(rank: int, seconds: float, queue) -> None:
+    torch.manual_seed(rank)
+    model = build_model("resnet50", "none").cuda().to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+    m = build_method("erm", 0.0)
+    images = torch.randint(0, 255, (16, 1, 224, 224), dtype=torch.uint8, device="cuda")
+    y = torch.randint(0, 2, (16,), device="cuda")
+    masks = torch.ones(16, 1, 224, 224, device="cuda")
+
+    def step():
+        x = to_input(images).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = m.loss(model, x, y, masks)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(5):
+        step()
+    torch.cuda.synchronize()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
+        n += 1
+    torch.cuda.synchronize()
+    queue.put(16 * n / (time.perf_counter() - start))
+
+
+def trial_packing(ks: list[int], seconds: float) -> list[dict]:
+    """Aggregate ERM img/s of K concurrent batch-16 trainings on one GPU (what --trials-per-gpu K does)."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    rows = []
+    for k in ks:
+        queue = ctx.Queue()
+        procs = [ctx.Process(target=_packed_worker, args=(r, seconds, queue)) for r in range(k)]
+        for p in procs:
+            p.start()
+        rates = [queue.get() for _ in procs]
+        for p in procs:
+            p.join()
+        row = {"trials_per_gpu": k, "aggregate_img_s": sum(rates), "per_trial_img_s": rates}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    base = rows[0]["aggregate_img_s"]
+    for r in rows:
+        r["speedup_vs_1"] = r["aggregate_img_s"] / base
     return rows
 
 
@@ -96,7 +165,9 @@ def main() -> None:
     info = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
     print(json.dumps(info), flush=True)
     result = {"info": info, "training": check_training("cuda"),
-              "throughput": step_throughput("cuda", "resnet50", 224, [16, 128], args.steps)}
+              "throughput": step_throughput("cuda", "resnet50", 224, [16, 128], args.steps),
+              "compiled": step_throughput("cuda", "resnet50", 224, [16, 128], args.steps, compiled=True),
+              "packing": trial_packing([1, 2, 4], seconds=20.0)}
     Path(args.out).write_text(json.dumps(result, indent=1))
 
 

@@ -27,12 +27,48 @@ def available_models() -> list[str]:
     return torchvision.models.list_models(module=torchvision.models)
 
 
-def to_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 1, H, W) → normalized float (B, 3, H, W) on the same device."""
-    x = images.float().div_(255.0).expand(-1, 3, -1, -1)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+def _affine(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(shift, scale) with normalized = shift + pixel × scale, per channel, shape (1, 3, 1, 1)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    return -mean / std, 1.0 / (255.0 * std)
+
+
+def to_input(images: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 (B, 1, H, W) → normalized float (B, 3, H, W) on the same device.
+
+    (x / 255 − mean) / std per ImageNet channel, as one fused multiply-add that
+    broadcasts the grey channel to three. ``out`` (float, (B, 3, H, W)) is
+    written in place when given: see :class:`InputNormalizer`.
+    """
+    shift, scale = _affine(images.device)
+    return torch.addcmul(shift, images.float(), scale, out=out) if out is not None else \
+        torch.addcmul(shift, images.float(), scale)
+
+
+class InputNormalizer:
+    """:func:`to_input` into reused buffers, for CPU training.
+
+    A fresh 38 MB float batch (64 × 3 × 224²) costs more in page faults than in
+    arithmetic on CPU; writing into one of two buffers per shape runs ~5× faster
+    (bench/run.py). Two slots, alternated: a batch stays valid while the next
+    one is made, which is all a training step needs. On CUDA the caching
+    allocator makes this unnecessary, so it just calls :func:`to_input`.
+    """
+
+    def __init__(self) -> None:
+        self._slots: dict[tuple, list[torch.Tensor]] = {}
+        self._turn = 0
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.device.type != "cpu":
+            return to_input(images)
+        b, _, h, w = images.shape
+        key = (b, h, w)
+        if key not in self._slots:
+            self._slots[key] = [torch.empty(b, 3, h, w), torch.empty(b, 3, h, w)]
+        self._turn ^= 1
+        return to_input(images, out=self._slots[key][self._turn])
 
 
 def build_model(name: str = "resnet50", weights: str = "imagenet") -> nn.Module:

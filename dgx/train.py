@@ -30,7 +30,7 @@ from sklearn.metrics import roc_auc_score
 from dgx.data.base import Bundle, Split
 from dgx.data.loader import batches, num_batches
 from dgx.methods import build_method
-from dgx.models import build_model, to_input
+from dgx.models import InputNormalizer, build_model
 from dgx.progress import make_progress
 
 log = logging.getLogger("dgx")
@@ -137,6 +137,7 @@ def train(
     steps = num_batches(data.train, cfg.batch_size, drop_last=True)
     bar, own_bar = _progress(progress)
     task = bar.add_task(f"{cfg.method}/{cfg.mask} seed {cfg.seed}", total=epochs * steps, completed=start * steps, status="")
+    normalize = InputNormalizer()  # reused input buffers on CPU (see dgx.models)
     try:
         for epoch in range(start, epochs):
             model.train()
@@ -144,7 +145,7 @@ def train(
             # drop_last: a trailing batch of one breaks train-mode batch norm.
             for images, labels, masks in batches(data.train, cfg.batch_size, cfg.mask, shuffle=True,
                                                  seed=cfg.seed * 100_003 + epoch, drop_last=True):
-                x = to_input(images.to(dev, non_blocking=True))
+                x = normalize(images.to(dev, non_blocking=True))
                 if cuda:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with amp:
@@ -200,8 +201,9 @@ def predict(model: torch.nn.Module, split: Split, device: torch.device, batch_si
     model.eval()
     cuda = device.type == "cuda"
     out = []
+    normalize = InputNormalizer()
     for images, _, _ in batches(split, batch_size):
-        x = to_input(images.to(device))
+        x = normalize(images.to(device))
         with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext():
             logits = model(x.contiguous(memory_format=torch.channels_last) if cuda else x)
         out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())

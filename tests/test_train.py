@@ -92,3 +92,18 @@ def test_non_finite_loss_stops_the_run(tmp_path, monkeypatch):
     monkeypatch.setattr(erm.ERM, "loss", nan_loss)
     with pytest.raises(NonFiniteLossError, match="non-finite training loss"):
         train(cfg, data, tmp_path / "r", progress=False)
+
+
+def test_input_normalization_and_reused_buffers():
+    from dgx.models import IMAGENET_MEAN, IMAGENET_STD, InputNormalizer, to_input
+
+    images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    by_hand = (images.float().expand(-1, 3, -1, -1) / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) \
+        / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    assert torch.allclose(to_input(images), by_hand, atol=1e-6)
+    norm = InputNormalizer()
+    a = norm(images)
+    b = norm(images.flip(0))
+    assert a.data_ptr() != b.data_ptr()  # two slots: the previous batch is intact while the next is made
+    assert torch.allclose(a, by_hand, atol=1e-6) and torch.allclose(b, by_hand.flip(0), atol=1e-6)
+    assert norm(images).data_ptr() == a.data_ptr()  # and then reused, no new allocation

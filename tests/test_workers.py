@@ -246,3 +246,14 @@ def test_queue_deduplicates_and_reaps_in_process(tmp_path):
     states = [t.state for t in study.trials]
     assert states == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE]
     assert queue.enqueue_missing(study, [p]) == 0  # done: nothing to retry
+
+
+def test_trials_per_gpu_pins_k_workers_to_each_gpu():
+    from dgx.sweep.launch import WorkerSpec
+
+    spec = WorkerSpec(workers=6, gpus=("0", "1", "2"), trials_per_gpu=2)
+    spec.check("journal:///x")
+    assert [spec.device_of(i) for i in range(6)] == ["0", "0", "1", "1", "2", "2"]
+    runner = CliRunner()
+    r = runner.invoke(app, ["sweep", "erm", "--trials-per-gpu", "2", "--storage", "journal:///tmp/x.journal"])
+    assert r.exit_code == 2 and "give them with --gpus" in r.stderr

@@ -31,7 +31,7 @@ def sweep(
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL. Default: DGX_STORAGE or sqlite:///runs/dgx.db.")] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="Study name. Default: METHOD-MASK-DATA-BUDGET.")] = None,
     sampler: Annotated[str, typer.Option("--sampler", help="grid (exact grid, the paper's) | tpe | random (over the grid's values).")] = "grid",
-    pruner: Annotated[str, typer.Option("--pruner", help="none | median | hyperband: stop weak trials early on per-epoch source-val AUROC.")] = "none",
+    pruner: Annotated[str, typer.Option("--pruner", help="none | median | hyperband | asha (successive halving): stop weak trials early on per-epoch source-val AUROC.")] = "none",
     baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Also sweep ERM with the same budget and data, so the table compares against it.")] = True,
     device: c.DeviceOpt = "auto",
     workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="Worker processes (or SLURM jobs) sharing the study. 0: only queue the grid and exit; start `dgx worker` anywhere. Default: one per --gpus entry, else 1 (in this process).")] = None,
@@ -39,6 +39,7 @@ def sweep(
     launcher: Annotated[str, typer.Option("--launcher", help="process (local workers) | slurm (submitit jobs) | local (submitit's local executor, same path as slurm).")] = "process",
     partition: Annotated[str, typer.Option("--partition", help="SLURM partition (--launcher slurm).")] = "",
     time_min: Annotated[int, typer.Option("--time-min", min=1, help="SLURM time limit per worker job, minutes.")] = 24 * 60,
+    trials_per_gpu: Annotated[int, typer.Option("--trials-per-gpu", min=1, help="Workers (trials) packed on each --gpus device: batch 16 leaves a large GPU mostly idle.")] = 1,
 ) -> None:
     """Search the budget's grid (Appendix A for --budget paper), retrain the best over seeds, print the table.
 
@@ -60,8 +61,8 @@ def sweep(
                      seeds=seeds or plan_budget.seeds, device=device, sampler=sampler, pruner=pruner)
     make_sampler(sampler, plan.grid), make_pruner(plan)  # validate before any work
     gpu_ids = parse_gpus(gpus)
-    spec = WorkerSpec(workers=workers if workers is not None else max(1, len(gpu_ids)), gpus=gpu_ids, launcher=launcher,
-                      partition=partition, time_min=time_min)
+    spec = WorkerSpec(workers=workers if workers is not None else max(1, len(gpu_ids) * trials_per_gpu), gpus=gpu_ids,
+                      launcher=launcher, partition=partition, time_min=time_min, trials_per_gpu=trials_per_gpu)
     spec.check(url)
     plans = [plan]
     if baseline and cfg.method != "erm":

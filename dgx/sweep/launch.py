@@ -40,18 +40,28 @@ class WorkerSpec:
     partition: str = ""  # slurm only
     time_min: int = 24 * 60  # slurm only: job time limit
     cpus_per_worker: int = 0  # 0 = this machine's cores / workers (process), 8 (slurm)
+    trials_per_gpu: int = 1  # process launcher: workers sharing each GPU (trial packing)
 
     def check(self, storage_url: str) -> None:
         if self.launcher not in LAUNCHERS:
             raise unknown_choice("launcher", self.launcher, LAUNCHERS)
         if self.workers < 0:
             raise DgxError(f"--workers must be >= 0, got {self.workers}")
-        if self.gpus and self.workers and len(self.gpus) != self.workers:
-            raise DgxError(f"--gpus lists {len(self.gpus)} device(s) for --workers {self.workers}; give one GPU "
-                           "per worker, e.g. --workers 2 --gpus 0,1 (or leave --workers to default to it)")
+        if self.trials_per_gpu < 1:
+            raise DgxError(f"--trials-per-gpu must be >= 1, got {self.trials_per_gpu}")
+        if self.trials_per_gpu > 1 and not self.gpus:
+            raise DgxError("--trials-per-gpu packs trials onto GPUs; give them with --gpus, e.g. --gpus 0 --trials-per-gpu 4")
+        if self.gpus and self.workers and len(self.gpus) * self.trials_per_gpu != self.workers:
+            raise DgxError(f"--gpus lists {len(self.gpus)} device(s) x {self.trials_per_gpu} trial(s) per GPU for "
+                           f"--workers {self.workers}; give one GPU per worker, e.g. --workers 2 --gpus 0,1 "
+                           "(or leave --workers out to default to it)")
         if self.parallel and storage_url.startswith("sqlite"):
             raise DgxError(f"storage {storage_url!r} is for one process; several workers need a shared one: "
                            "--storage journal:///runs/dgx.journal (one machine or NFS) or postgresql://user@host/db")
+
+    def device_of(self, i: int) -> str | None:
+        """CUDA_VISIBLE_DEVICES of worker ``i``: GPUs in turn, each taken ``trials_per_gpu`` times."""
+        return self.gpus[i // self.trials_per_gpu] if self.gpus else None
 
     @property
     def parallel(self) -> bool:
@@ -134,14 +144,14 @@ def _launch_processes(spec: WorkerSpec, storage_url: str, studies: list[str], de
     for i in range(spec.workers):
         env = dict(os.environ)
         if spec.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = spec.gpus[i]
+            env["CUDA_VISIBLE_DEVICES"] = spec.device_of(i)
         env["OMP_NUM_THREADS"] = str(threads)  # CPU workers share the cores instead of fighting over them
         cmd = [sys.executable, "-m", "dgx", "worker", "--storage", storage_url, "--device", device,
                "--threads", str(threads), "--no-progress"]
         for name in studies:
             cmd += ["--study", name]
         procs.append(subprocess.Popen(cmd, env=env))
-        log.info("started worker %d (pid %d)%s", i, procs[-1].pid, f" on GPU {spec.gpus[i]}" if spec.gpus else "")
+        log.info("started worker %d (pid %d)%s", i, procs[-1].pid, f" on GPU {spec.device_of(i)}" if spec.gpus else "")
     try:
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:  # the terminal's Ctrl-C reached the workers too; let them record it

@@ -156,7 +156,7 @@ def work(plan: SweepPlan, search: optuna.Study, data: Bundle, settings: Settings
 
 
 SAMPLERS = ("grid", "tpe", "random")
-PRUNERS = ("none", "median", "hyperband")
+PRUNERS = ("none", "median", "hyperband", "asha")
 
 
 def make_sampler(name: str, grid: dict[str, list[float]]) -> optuna.samplers.BaseSampler:
@@ -177,6 +177,8 @@ def make_pruner(plan: SweepPlan) -> optuna.pruners.BasePruner:
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
     if plan.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=plan.base.num_epochs)
+    if plan.pruner == "asha":  # successive halving: rungs at 1, 3, 9, ... epochs, top third promoted
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     return optuna.pruners.NopPruner()
 
 

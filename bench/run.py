@@ -1,0 +1,220 @@
+"""dgx benchmark suite: one command, a table on stdout, JSON on disk.
+
+    python bench/run.py            # full: resnet50, 64 px, batch 16, CPU (the issue's setting)
+    python bench/run.py --short    # CI: fewer steps and a smaller loader set, same ratios
+
+What it measures (each in its own subprocess, so peak memory is per measurement):
+
+- step time (forward + backward + Adam step) of ERM, ActDiff, RRR and GradMask,
+  and their ratios to ERM, measured side by side in one run;
+- the per-image reference RRR and ActDiff (a forward pass and attribution loss
+  per image, as the paper's public code does; dgx.methods.reference) on the
+  same model and inputs, and dgx's speedup over them;
+- loader throughput: memory-mapped uint8 cache -> normalized float batches at
+  224 px, resident memory at two dataset sizes (flat = memory-mapped), and the
+  speedup over decoding PNG files per sample;
+- peak resident memory of each.
+
+The default main job's end-to-end time is `bench/main_job.sh` (minutes; not run here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+STEP_METHODS = ("erm", "actdiff", "rrr", "gradmask", "rrr_per_image", "actdiff_per_image")
+TARGETS = {"rrr_speedup": 4.0, "actdiff_speedup": 4.0, "rrr/erm": 2.5, "actdiff/erm": 1.9, "loader_img_s": 10_000}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+# ---------------------------------------------------------------- workers (one measurement per process)
+
+def step_worker(method: str, model_name: str, size: int, batch: int, steps: int, warmup: int, threads: int) -> dict:
+    import torch
+
+    from dgx.methods import build_method
+    from dgx.methods.actdiff import shuffle_background
+    from dgx.methods.reference import actdiff_per_image, rrr_per_image
+    from dgx.models import build_model
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build_model(model_name, "none").train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x = torch.randn(batch, 3, size, size)
+    y = torch.randint(0, 2, (batch,))
+    m = (torch.rand(batch, 1, size, size) > 0.5).float()
+    lam = 0.1
+    if method == "rrr_per_image":
+        fn = lambda: rrr_per_image(model, x, y, m, lam)  # noqa: E731
+    elif method == "actdiff_per_image":
+        fn = lambda: actdiff_per_image(model, x, shuffle_background(x, m), y, lam)  # noqa: E731
+    else:
+        impl = build_method(method, lam)
+        fn = lambda: impl.loss(model, x, y, m)  # noqa: E731
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        fn()["loss"].backward()
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    times.sort()
+    median = times[len(times) // 2]
+    return {"method": method, "ms_per_step": 1000 * median, "img_s": batch / median, "peak_rss_mb": peak_rss_mb(),
+            "steps": steps}
+
+
+def loader_worker(n: int, size: int, batch: int, threads: int) -> dict:
+    """Cached uint8 memmap -> normalized float batches (what the training loop consumes)."""
+    import numpy as np
+    import torch
+
+    from dgx.data.base import Split
+    from dgx.data.loader import batches
+    from dgx.models import InputNormalizer
+
+    torch.set_num_threads(threads)
+    normalize = InputNormalizer()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "images.npy"
+        arr = np.lib.format.open_memmap(path, "w+", np.uint8, (n, size, size))
+        rng = np.random.default_rng(0)
+        for start in range(0, n, 256):
+            arr[start:start + 256] = rng.integers(0, 256, (min(256, n - start), size, size), dtype=np.uint8)
+        arr.flush()
+        del arr
+        images = np.load(path, mmap_mode="r")
+        split = Split(images, np.zeros(n, dtype=np.int64), {})
+        rss_before = _anon_mb()
+        start = time.perf_counter()
+        seen = 0
+        for x, _, _ in batches(split, batch, shuffle=True, seed=0):
+            seen += len(normalize(x))
+        elapsed = time.perf_counter() - start
+        return {"images": n, "img_s": seen / elapsed, "rss_growth_mb": _anon_mb() - rss_before,
+                "dataset_mb": n * size * size / 2**20, "peak_rss_mb": peak_rss_mb()}
+
+
+def png_worker(n: int, size: int, threads: int) -> dict:
+    """The alternative: decode and resize a PNG per sample (what a non-cached dataset does)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from dgx.models import to_input
+
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(0)
+        paths = []
+        for i in range(n):
+            p = Path(tmp) / f"{i}.png"
+            Image.fromarray(rng.integers(0, 256, (1024, 1024), dtype=np.uint8)).save(p)  # SIIM-sized source
+            paths.append(p)
+        start = time.perf_counter()
+        for p in paths:
+            with Image.open(p) as im:
+                a = np.asarray(im.convert("L").resize((size, size), Image.Resampling.BILINEAR))
+            to_input(torch.from_numpy(a)[None, None])
+        elapsed = time.perf_counter() - start
+    return {"images": n, "img_s": n / elapsed, "peak_rss_mb": peak_rss_mb()}
+
+
+def _anon_mb() -> float:
+    """Anonymous resident memory (heap): what loading a dataset whole would grow. The file-backed
+    pages of a memory map are reclaimable page cache and are not counted."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# ---------------------------------------------------------------- driver
+
+def run_sub(kind: str, **kw) -> dict:
+    cmd = [sys.executable, __file__, "--worker", kind, "--args", json.dumps(kw)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="dgx benchmarks (prints a table, writes JSON)")
+    ap.add_argument("--short", action="store_true", help="CI mode: fewer steps and images, same measurements")
+    ap.add_argument("--model", default="resnet50")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--json", type=Path, default=Path("bench/results/bench.json"))
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--args", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        fn = {"step": step_worker, "loader": loader_worker, "png": png_worker}[args.worker]
+        print(json.dumps(fn(**json.loads(args.args))))
+        return
+
+    steps, warmup = (3, 1) if args.short else (8, 2)
+    n_small, n_large, n_png = (1000, 4000, 100) if args.short else (2000, 8000, 300)
+    started = time.perf_counter()
+    results: dict = {"setting": {"model": args.model, "size": args.size, "batch": args.batch, "threads": args.threads,
+                                 "short": args.short, "device": "cpu"}, "steps": {}, "loader": {}}
+    print(f"dgx bench: {args.model}, {args.size} px, batch {args.batch}, {args.threads} CPU threads"
+          f"{' (short)' if args.short else ''}", flush=True)
+    for method in STEP_METHODS:
+        results["steps"][method] = run_sub("step", method=method, model_name=args.model, size=args.size,
+                                           batch=args.batch, steps=steps, warmup=warmup, threads=args.threads)
+    s = results["steps"]
+    ratios = {
+        "rrr/erm": s["rrr"]["ms_per_step"] / s["erm"]["ms_per_step"],
+        "actdiff/erm": s["actdiff"]["ms_per_step"] / s["erm"]["ms_per_step"],
+        "gradmask/erm": s["gradmask"]["ms_per_step"] / s["erm"]["ms_per_step"],
+        "rrr_speedup": s["rrr_per_image"]["ms_per_step"] / s["rrr"]["ms_per_step"],
+        "actdiff_speedup": s["actdiff_per_image"]["ms_per_step"] / s["actdiff"]["ms_per_step"],
+    }
+    small = run_sub("loader", n=n_small, size=224, batch=64, threads=args.threads)
+    large = run_sub("loader", n=n_large, size=224, batch=64, threads=args.threads)
+    png = run_sub("png", n=n_png, size=224, threads=args.threads)
+    results["loader"] = {"cache_small": small, "cache_large": large, "png_per_sample": png}
+    ratios["loader_img_s"] = large["img_s"]
+    ratios["loader_vs_png"] = large["img_s"] / png["img_s"]
+    results["ratios"] = ratios
+    results["wall_s"] = time.perf_counter() - started
+
+    print(f"\n{'step':<20}{'ms/step':>10}{'img/s':>10}{'peak MB':>10}")
+    for method, r in s.items():
+        print(f"{method:<20}{r['ms_per_step']:>10.1f}{r['img_s']:>10.1f}{r['peak_rss_mb']:>10.0f}")
+    print(f"\n{'loader (224 px)':<28}{'images':>8}{'img/s':>10}{'anon RSS +MB':>15}{'data MB':>9}")
+    for name, r in (("cache, memmap", small), ("cache, memmap", large)):
+        print(f"{name:<28}{r['images']:>8}{r['img_s']:>10.0f}{r['rss_growth_mb']:>15.1f}{r['dataset_mb']:>9.0f}")
+    print(f"{'PNG decode per sample':<28}{png['images']:>8}{png['img_s']:>10.0f}")
+    print(f"\n{'ratio':<20}{'measured':>10}{'target':>12}  verdict")
+    for name, value in ratios.items():
+        target = TARGETS.get(name)
+        if target is None:
+            print(f"{name:<20}{value:>10.2f}{'':>12}")
+            continue
+        lower_is_better = "/" in name
+        ok = value <= target if lower_is_better else value >= target
+        print(f"{name:<20}{value:>10.2f}{('<= ' if lower_is_better else '>= ') + f'{target:g}':>12}  "
+              f"{'met' if ok else 'NOT met'}")
+    print(f"\nwall {results['wall_s']:.0f} s; JSON: {args.json}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
