@@ -147,8 +147,10 @@ def _anon_mb() -> float:
 
 def run_sub(kind: str, **kw) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--args", json.dumps(kw)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"bench worker {kind} {kw} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:

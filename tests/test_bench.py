@@ -1,0 +1,29 @@
+"""The benchmark suite runs in CI's environment (short mode, small model) and prints every ratio.
+
+No timing is asserted here: the numbers are the benchmark's output, not a test.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_short_prints_all_ratios(tmp_path):
+    # 64 px: the per-image baselines run train-mode batch norm on one image, which needs > 1 value per
+    # channel in the last stage (a 32 px input leaves 1x1 there).
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--short", "--model", "resnet18",
+                             "--size", "64", "--batch", "8", "--json", str(out)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    for ratio in ("rrr/erm", "actdiff/erm", "rrr_speedup", "actdiff_speedup", "loader_img_s", "loader_vs_png"):
+        assert ratio in result.stdout
+    data = json.loads(out.read_text())
+    assert set(data["steps"]) == {"erm", "actdiff", "rrr", "gradmask", "rrr_per_image", "actdiff_per_image"}
+    assert all(r["ms_per_step"] > 0 and r["peak_rss_mb"] > 0 for r in data["steps"].values())
+    assert data["loader"]["cache_large"]["images"] == 4 * data["loader"]["cache_small"]["images"]
