@@ -104,7 +104,7 @@ def test_sweep_then_report_then_resume(tmp_path, monkeypatch):
         (["train", "rrr", "--budget", "huge"], "unknown budget 'huge'; choose from: paper, quick"),
         (["report", "--storage", "sqlite:///nothing-here.db"], "does not exist"),
         (["sweep", "rrr", "--sampler", "cmaes"], "unknown sampler 'cmaes'; choose from: grid, random, tpe"),
-        (["sweep", "rrr", "--pruner", "sometimes"], "unknown pruner 'sometimes'; choose from: hyperband, median, none"),
+        (["sweep", "rrr", "--pruner", "sometimes"], "unknown pruner 'sometimes'; choose from: asha, hyperband, median, none"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args, message):
