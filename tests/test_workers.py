@@ -53,9 +53,16 @@ def _prepare(tmp_path: Path, url: str, name: str, grid: dict, *, epochs: int, se
     prepare_sweep(SweepPlan(base=cfg, budget=budget, study=name, storage=url, seeds=seeds))
 
 
+def _sigint_default() -> None:
+    # A test run started in the background (`cmd &` in a script) inherits SIGINT as ignored, and
+    # Python then never raises KeyboardInterrupt; a user's terminal delivers it normally.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _dgx(*args: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "dgx", *map(str, args)], env={**os.environ, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_sigint_default)
 
 
 def _load(name: str, url: str) -> optuna.Study:
