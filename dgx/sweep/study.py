@@ -177,8 +177,8 @@ def make_pruner(plan: SweepPlan) -> optuna.pruners.BasePruner:
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
     if plan.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=plan.base.num_epochs)
-    if plan.pruner == "asha":  # successive halving: rungs at 1, 3, 9, ... epochs, top third promoted
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if plan.pruner == "asha":  # successive halving: rungs at 1, 4, 16, ... epochs, top quarter promoted
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=4)
     return optuna.pruners.NopPruner()
 
 
