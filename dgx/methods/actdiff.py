@@ -66,7 +66,10 @@ class _DistanceHooks:
         self.handles = [layer.register_forward_hook(self._hook) for layer in layers]
 
     def _hook(self, module: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
-        diff = (out[: self.batch] - out[self.batch :]).flatten(1).float()
+        # unbind, not two slices: its backward stacks the two halves' gradients into one
+        # tensor, where each slice's backward would zero-fill a full-size buffer first.
+        clean, masked = out.unflatten(0, (2, self.batch)).unbind(0)
+        diff = (clean - masked).flatten(1).float()
         self.distances.append(torch.linalg.vector_norm(diff, dim=1))
 
     def __enter__(self) -> "_DistanceHooks":
