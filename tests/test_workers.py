@@ -264,3 +264,15 @@ def test_trials_per_gpu_pins_k_workers_to_each_gpu():
     runner = CliRunner()
     r = runner.invoke(app, ["sweep", "erm", "--trials-per-gpu", "2", "--storage", "journal:///tmp/x.journal"])
     assert r.exit_code == 2 and "give them with --gpus" in r.stderr
+
+
+def test_a_half_suggested_trial_still_owns_its_point(tmp_path):
+    """A claimed trial's params fill in one suggest at a time; meanwhile it must still own its point
+    (found as a flaky 5th duplicate when 3 workers raced on PostgreSQL)."""
+    study = optuna.create_study(storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "q.journal"))))
+    point = {"lr": 0.1, "wd": 0.0}
+    queue.enqueue_missing(study, [point])
+    trial = queue.claim(study)
+    trial.suggest_categorical("lr", [0.1])  # "wd" not suggested yet
+    assert queue.enqueue_missing(study, [point]) == 0

@@ -63,7 +63,11 @@ def final(t: FrozenTrial) -> bool:
 
 
 def _params_of(t: FrozenTrial) -> dict:
-    return t.params or dict(t.system_attrs.get("fixed_params") or {})
+    """The trial's grid point: its queued params when it was enqueued (a running trial's
+    ``params`` fill in one by one as it suggests them, and a half-filled dict would look like
+    another point), else the params it suggested."""
+    fixed = t.system_attrs.get("fixed_params")
+    return dict(fixed) if fixed else dict(t.params)
 
 
 def owners(trials: Iterable[FrozenTrial]) -> dict[tuple, FrozenTrial]:
