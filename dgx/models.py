@@ -42,8 +42,8 @@ def to_input(images: torch.Tensor, out: torch.Tensor | None = None) -> torch.Ten
     written in place when given: see :class:`InputNormalizer`.
     """
     shift, scale = _affine(images.device)
-    return torch.addcmul(shift, images.float(), scale, out=out) if out is not None else \
-        torch.addcmul(shift, images.float(), scale)
+    kwargs = {} if out is None else {"out": out}
+    return torch.addcmul(shift, images.float(), scale, **kwargs)
 
 
 class InputNormalizer:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -353,5 +352,3 @@ def table1_cells(runs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """The numeric cells of Table 1 (see :func:`cells`)."""
     return cells(runs, confidence)
 
-
-_RENDERERS: dict[str, Callable] = {f: (lambda t, f=f: render(t, f)) for f in FORMATS}
