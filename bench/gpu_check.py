@@ -69,9 +69,13 @@ def step_throughput(device: str, model_name: str, size: int, batches: list[int],
             opt = torch.optim.Adam(model.parameters(), 1e-4)
             m = build_method(method, lam)
             images = torch.randint(0, 255, (bs, 1, size, size), dtype=torch.uint8, device=device)
-            masks = torch.zeros(bs, 1, size, size, device=device)
-            masks[:, :, size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1
-            y = torch.randint(0, 2, (bs,), device=device)
+            # Training-shaped, as in bench/run.py: CXR-P's share of masked positives (208/947), the
+            # rest negatives with all-ones masks (no penalty, no ActDiff shuffled copy).
+            positives = round(208 / 947 * bs)
+            masks = torch.ones(bs, 1, size, size, device=device)
+            masks[:positives] = 0
+            masks[:positives, :, size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1
+            y = (torch.arange(bs, device=device) < positives).long()
             torch.cuda.reset_peak_memory_stats()
 
             def step():

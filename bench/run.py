@@ -6,7 +6,10 @@
 What it measures (each in its own subprocess, so peak memory is per measurement):
 
 - step time (forward + backward + Adam step) of ERM, ActDiff, RRR and GradMask,
-  and their ratios to ERM, measured side by side in one run;
+  and their ratios to ERM, measured side by side in one run, on a training-shaped
+  batch: CXR-P's share of masked positives (208/947, so 4 of 16), the rest
+  negatives with all-ones masks; ActDiff also with every image masked
+  (``actdiff_all_masked``, its worst case);
 - the per-image reference RRR and ActDiff (a forward pass and attribution loss
   per image, as the paper's public code does; dgx.methods.reference) on the
   same model and inputs, and dgx's speedup over them;
@@ -30,8 +33,12 @@ import tempfile
 import time
 from pathlib import Path
 
-STEP_METHODS = ("erm", "actdiff", "rrr", "gradmask", "rrr_per_image", "actdiff_per_image")
+STEP_METHODS = ("erm", "actdiff", "rrr", "gradmask", "rrr_per_image", "actdiff_per_image", "actdiff_all_masked")
 TARGETS = {"rrr_speedup": 4.0, "actdiff_speedup": 4.0, "rrr/erm": 2.5, "actdiff/erm": 1.9, "loader_img_s": 10_000}
+# CXR-P's train split: 208 positives, every one with a segmentation, among 947 images. Negatives carry
+# all-ones masks (no penalty; ActDiff makes no shuffled copy of them), so a training batch of 16 has
+# about 3.5 masked images; the bench uses round(0.22 * batch) = 4.
+POSITIVE_RATE = 208 / 947
 
 
 def peak_rss_mb() -> float:
@@ -40,82 +47,99 @@ def peak_rss_mb() -> float:
 
 # ---------------------------------------------------------------- workers (one measurement per process)
 
-def step_worker(method: str, model_name: str, size: int, batch: int, steps: int, warmup: int, threads: int) -> dict:
+def make_batch(batch: int, size: int, positive_rate: float):
+    """A training-shaped batch: the first round(rate * batch) images are positives whose mask is a
+    rectangle (the abnormality) over ~10% of the image; the rest are negatives with all-ones masks."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, size, size, generator=g)
+    positives = round(positive_rate * batch)
+    y = (torch.arange(batch) < positives).long()
+    m = torch.ones(batch, 1, size, size)
+    side = max(1, round(size * 0.32))
+    m[:positives] = 0
+    m[:positives, :, size // 8: size // 8 + side, size // 6: size // 6 + side] = 1
+    return x, y, m
+
+
+def step_fns(methods, model, x, y, m, lam: float = 0.1) -> dict:
+    """One loss closure per measured step. ``actdiff_all_masked``: ActDiff with every image masked, the
+    worst case (a shuffled copy of each image, 2B images through the network)."""
     import torch
 
     from dgx.methods import build_method
-    from dgx.methods.actdiff import shuffle_background
+    from dgx.methods.actdiff import masked_copies
     from dgx.methods.reference import actdiff_per_image, rrr_per_image
+
+    def per_image_actdiff():
+        rows, shuffled = masked_copies(x, m)
+        x_masked = x.clone()
+        x_masked[rows] = shuffled
+        return actdiff_per_image(model, x, x_masked, y, lam)  # like the paper's code: two passes per image
+
+    all_masked = m.clone()
+    all_masked[y == 0] = 0
+    all_masked[y == 0, :, : x.shape[2] // 2] = 1  # negatives get a half-image mask too
+    fns = {}
+    for method in methods:
+        if method == "rrr_per_image":
+            fns[method] = lambda: rrr_per_image(model, x, y, m, lam)  # noqa: E731
+        elif method == "actdiff_per_image":
+            fns[method] = per_image_actdiff
+        elif method == "actdiff_all_masked":
+            fns[method] = (lambda impl: lambda: impl.loss(model, x, y, all_masked))(build_method("actdiff", lam))
+        else:
+            fns[method] = (lambda impl: lambda: impl.loss(model, x, y, m))(build_method(method, lam))
+    assert torch.equal(all_masked[y == 1], m[y == 1])
+    return fns
+
+
+def _setup(model_name: str, size: int, batch: int, threads: int, positive_rate: float):
+    import torch
+
     from dgx.models import build_model
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build_model(model_name, "none").train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    x = torch.randn(batch, 3, size, size)
-    y = torch.randint(0, 2, (batch,))
-    m = (torch.rand(batch, 1, size, size) > 0.5).float()
-    lam = 0.1
-    if method == "rrr_per_image":
-        fn = lambda: rrr_per_image(model, x, y, m, lam)  # noqa: E731
-    elif method == "actdiff_per_image":
-        fn = lambda: actdiff_per_image(model, x, shuffle_background(x, m), y, lam)  # noqa: E731
-    else:
-        impl = build_method(method, lam)
-        fn = lambda: impl.loss(model, x, y, m)  # noqa: E731
-    times = []
-    for i in range(warmup + steps):
-        start = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        fn()["loss"].backward()
-        opt.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    times.sort()
+    return model, opt, make_batch(batch, size, positive_rate)
+
+
+def _timed_step(opt, fn) -> float:
+    start = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    fn()["loss"].backward()
+    opt.step()
+    return time.perf_counter() - start
+
+
+def step_worker(method: str, model_name: str, size: int, batch: int, steps: int, warmup: int, threads: int,
+                positive_rate: float) -> dict:
+    model, opt, (x, y, m) = _setup(model_name, size, batch, threads, positive_rate)
+    fn = step_fns([method], model, x, y, m)[method]
+    times = sorted(t for i, t in enumerate(_timed_step(opt, fn) for _ in range(warmup + steps)) if i >= warmup)
     median = times[len(times) // 2]
     return {"method": method, "ms_per_step": 1000 * median, "img_s": batch / median, "peak_rss_mb": peak_rss_mb(),
             "steps": steps}
 
 
 def interleaved_worker(methods: list[str], model_name: str, size: int, batch: int, rounds: int, warmup: int,
-                       threads: int) -> dict:
+                       threads: int, positive_rate: float) -> dict:
     """Step times of several methods on one model, alternating step by step (round robin).
 
     Drift in machine speed hits every method alike, so ratios of the medians are
     what "side by side in one run" means on a noisy machine.
     """
-    import torch
-
-    from dgx.methods import build_method
-    from dgx.methods.actdiff import shuffle_background
-    from dgx.methods.reference import actdiff_per_image, rrr_per_image
-    from dgx.models import build_model
-
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = build_model(model_name, "none").train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    x = torch.randn(batch, 3, size, size)
-    y = torch.randint(0, 2, (batch,))
-    m = (torch.rand(batch, 1, size, size) > 0.5).float()
-    lam = 0.1
-    fns = {}
-    for method in methods:
-        if method == "rrr_per_image":
-            fns[method] = lambda: rrr_per_image(model, x, y, m, lam)  # noqa: E731
-        elif method == "actdiff_per_image":
-            fns[method] = lambda: actdiff_per_image(model, x, shuffle_background(x, m), y, lam)  # noqa: E731
-        else:
-            fns[method] = (lambda impl: lambda: impl.loss(model, x, y, m))(build_method(method, lam))
+    model, opt, (x, y, m) = _setup(model_name, size, batch, threads, positive_rate)
+    fns = step_fns(methods, model, x, y, m)
     times: dict[str, list[float]] = {k: [] for k in methods}
     for r in range(warmup + rounds):
         for method, fn in fns.items():
-            start = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            fn()["loss"].backward()
-            opt.step()
+            t = _timed_step(opt, fn)
             if r >= warmup:
-                times[method].append(time.perf_counter() - start)
+                times[method].append(t)
     return {k: 1000 * sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
@@ -202,6 +226,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--positive-rate", type=float, default=POSITIVE_RATE,
+                    help="share of the batch that are masked positives (default: CXR-P's train split, 208/947)")
     ap.add_argument("--json", type=Path, default=Path("bench/results/bench.json"))
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--args", help=argparse.SUPPRESS)
@@ -212,12 +238,14 @@ def main() -> None:
         print(json.dumps(fn(**json.loads(args.args))))
         return
 
-    steps, warmup = (3, 1) if args.short else (8, 2)
+    steps, warmup = (3, 1) if args.short else (10, 2)
     n_small, n_large, n_png = (1000, 4000, 100) if args.short else (2000, 8000, 300)
     started = time.perf_counter()
     results: dict = {"setting": {"model": args.model, "size": args.size, "batch": args.batch, "threads": args.threads,
-                                 "short": args.short, "device": "cpu"}, "steps": {}, "loader": {}}
-    print(f"dgx bench: {args.model}, {args.size} px, batch {args.batch}, {args.threads} CPU threads"
+                                 "short": args.short, "device": "cpu",
+                                 "positives_per_batch": round(args.positive_rate * args.batch)}, "steps": {}, "loader": {}}
+    print(f"dgx bench: {args.model}, {args.size} px, batch {args.batch} "
+          f"({round(args.positive_rate * args.batch)} masked positives), {args.threads} CPU threads"
           f"{' (short)' if args.short else ''}", flush=True)
     # Two views of the same steps. "separate": each method in its own process (also its peak
     # memory); "interleaved": all methods on one model in one process, alternating step by step,
@@ -225,9 +253,11 @@ def main() -> None:
     # after a different method's step), so both are printed.
     for method in STEP_METHODS:
         results["steps"][method] = run_sub("step", method=method, model_name=args.model, size=args.size,
-                                           batch=args.batch, steps=steps, warmup=warmup, threads=args.threads)
+                                           batch=args.batch, steps=steps, warmup=warmup, threads=args.threads,
+                                           positive_rate=args.positive_rate)
     inter = run_sub("interleaved", methods=list(STEP_METHODS), model_name=args.model, size=args.size,
-                    batch=args.batch, rounds=steps, warmup=warmup, threads=args.threads)
+                    batch=args.batch, rounds=steps, warmup=warmup, threads=args.threads,
+                    positive_rate=args.positive_rate)
     s = results["steps"]
     for method, value in inter.items():
         s[method]["ms_interleaved"] = value
@@ -236,6 +266,7 @@ def main() -> None:
         return s[a]["ms_per_step"] / s[b]["ms_per_step"], s[a]["ms_interleaved"] / s[b]["ms_interleaved"]
 
     pairs = {"rrr/erm": ("rrr", "erm"), "actdiff/erm": ("actdiff", "erm"), "gradmask/erm": ("gradmask", "erm"),
+             "actdiff_all_masked/erm": ("actdiff_all_masked", "erm"),
              "rrr_speedup": ("rrr_per_image", "rrr"), "actdiff_speedup": ("actdiff_per_image", "actdiff")}
     both = {name: ratio_pair(*ab) for name, ab in pairs.items()}
     ratios = {name: v[0] for name, v in both.items()}
@@ -257,13 +288,13 @@ def main() -> None:
     for name, r in (("cache, memmap", small), ("cache, memmap", large)):
         print(f"{name:<28}{r['images']:>8}{r['img_s']:>10.0f}{r['rss_growth_mb']:>15.1f}{r['dataset_mb']:>9.0f}")
     print(f"{'PNG decode per sample':<28}{png['images']:>8}{png['img_s']:>10.0f}")
-    print(f"\n{'ratio':<20}{'separate':>10}{'interleaved':>13}{'target':>12}  verdict (separate / interleaved)")
+    print(f"\n{'ratio':<24}{'separate':>10}{'interleaved':>13}{'target':>12}  verdict (separate / interleaved)")
     for name, value in ratios.items():
         inter_v = results["ratios_interleaved"].get(name)
         inter_s = f"{inter_v:>13.2f}" if inter_v is not None else f"{'':>13}"
         target = TARGETS.get(name)
         if target is None:
-            print(f"{name:<20}{value:>10.2f}{inter_s}")
+            print(f"{name:<24}{value:>10.2f}{inter_s}")
             continue
         lower_is_better = "/" in name
 
@@ -271,7 +302,7 @@ def main() -> None:
             return v <= target if lower_is_better else v >= target
 
         verdict = " / ".join("met" if ok(v) else "NOT met" for v in (value, inter_v) if v is not None)
-        print(f"{name:<20}{value:>10.2f}{inter_s}{('<= ' if lower_is_better else '>= ') + f'{target:g}':>12}  {verdict}")
+        print(f"{name:<24}{value:>10.2f}{inter_s}{('<= ' if lower_is_better else '>= ') + f'{target:g}':>12}  {verdict}")
     print(f"\nwall {results['wall_s']:.0f} s; JSON: {args.json}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1))

@@ -21,9 +21,12 @@ def test_bench_short_prints_all_ratios(tmp_path):
                              "--size", "64", "--batch", "8", "--json", str(out)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    for ratio in ("rrr/erm", "actdiff/erm", "rrr_speedup", "actdiff_speedup", "loader_img_s", "loader_vs_png"):
+    for ratio in ("rrr/erm", "actdiff/erm", "actdiff_all_masked/erm", "rrr_speedup", "actdiff_speedup",
+                  "loader_img_s", "loader_vs_png"):
         assert ratio in result.stdout
     data = json.loads(out.read_text())
-    assert set(data["steps"]) == {"erm", "actdiff", "rrr", "gradmask", "rrr_per_image", "actdiff_per_image"}
+    assert set(data["steps"]) == {"erm", "actdiff", "rrr", "gradmask", "rrr_per_image", "actdiff_per_image",
+                                  "actdiff_all_masked"}
+    assert data["setting"]["positives_per_batch"] == 2  # round(208/947 * 8)
     assert all(r["ms_per_step"] > 0 and r["peak_rss_mb"] > 0 for r in data["steps"].values())
     assert data["loader"]["cache_large"]["images"] == 4 * data["loader"]["cache_small"]["images"]

@@ -15,7 +15,7 @@ from torch import nn
 
 from dgx.errors import DgxError
 from dgx.methods import METHODS, build_method
-from dgx.methods.actdiff import activation_layers, shuffle_background
+from dgx.methods.actdiff import activation_layers, masked_copies, shuffle_background
 from dgx.methods.rrr import input_gradient
 
 
@@ -188,7 +188,7 @@ def test_actdiff_penalty_uses_pre_activation_outputs(layers):
     torch.manual_seed(5)
     parts = build_method("actdiff", lam=1.0, actdiff_layers=layers).loss(model, x, y, m)
     torch.manual_seed(5)
-    x_masked = shuffle_background(x, m)
+    x_masked = shuffle_background(x, m)  # every row of batch() has background: the very shuffle loss() drew
     pre, post = _capture_pre_and_post(model, torch.cat([x, x_masked]))
     assert any((p < 0).any() for p in pre)  # pre-activations include negative numbers
     assert all((p >= 0).all() for p in post[:1])  # the overwritten references are clipped by the ReLU
@@ -203,13 +203,59 @@ def test_actdiff_penalty_uses_pre_activation_outputs(layers):
         assert abs(buggy - expected) > 1e-3 * expected
 
 
-def test_actdiff_one_batched_forward():
+def test_actdiff_one_batched_forward_of_clean_and_shuffled_rows():
     model = tiny_resnet().train()
     calls = []
     model.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
     x, y, m = batch()
     build_method("actdiff", lam=1.0).loss(model, x, y, m)
-    assert calls == [2 * len(x)]
+    assert calls == [2 * len(x)]  # every mask has background: B clean + B shuffled
+    calls.clear()
+    m[1:3] = 1.0  # two all-ones masks (negatives): nothing to shuffle, no second copy
+    build_method("actdiff", lam=1.0).loss(model, x, y, m)
+    assert calls == [len(x) + 2]
+
+
+def test_actdiff_skipping_unmasked_rows_equals_the_full_double_batch():
+    """In eval mode the B + P forward gives the penalty and gradients of the 2B forward with x_masked = x
+    for all-ones rows (a hand-built 2B version of the same hooks, independent of the row selection)."""
+    model = tiny_resnet().double().eval()
+    x, y, m = batch(n=6, dtype=torch.float64)
+    m[[0, 3, 4]] = 1.0
+    torch.manual_seed(3)
+    parts = build_method("actdiff", lam=0.7).loss(model, x, y, m)
+    model.zero_grad()
+    parts["loss"].backward()
+    got = [p.grad.clone() for p in model.parameters()]
+    torch.manual_seed(3)
+    rows, shuffled = masked_copies(x, m)
+    assert rows.tolist() == [1, 2, 5]
+    x_masked = x.clone()
+    x_masked[rows] = shuffled
+    layers = [mod for _, mod in activation_layers(model)]
+    acts = []
+    handles = [layer.register_forward_hook(lambda mod, inp, out: acts.append(out.clone())) for layer in layers]
+    logits = model(torch.cat([x, x_masked]))
+    for h in handles:
+        h.remove()
+    b = len(x)
+    dists = torch.stack([(a[:b] - a[b:]).flatten(1).norm(dim=1) for a in acts])  # (layers, B)
+    assert (dists[:, [0, 3, 4]] == 0).all()
+    penalty = dists.mean(0).sum()
+    loss = torch.nn.functional.cross_entropy(logits[:b], y) + 0.7 * penalty
+    model.zero_grad()
+    loss.backward()
+    assert parts["penalty"].item() == pytest.approx(penalty.item(), rel=1e-6)  # the method's norms are float32
+    for a, e in zip(got, (p.grad for p in model.parameters())):
+        assert torch.allclose(a, e, rtol=1e-5, atol=1e-8)
+
+
+def test_actdiff_batch_without_any_mask_is_plain_erm():
+    model = tiny_resnet().eval()
+    x, y, _ = batch()
+    parts = build_method("actdiff", lam=1.0).loss(model, x, y, torch.ones(len(x), 1, 16, 16))
+    assert parts["penalty"].item() == 0.0
+    assert parts["loss"].item() == pytest.approx(build_method("erm").loss(model, x, y, None)["loss"].item())
 
 
 def test_registry_and_bad_arguments():

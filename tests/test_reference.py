@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dgx.methods import build_method
-from dgx.methods.actdiff import shuffle_background
+from dgx.methods.actdiff import masked_copies
 from dgx.methods.reference import actdiff_per_image, rrr_per_image
 from dgx.models import build_model
 
@@ -50,7 +50,10 @@ def test_actdiff_batched_equals_per_image():
     batched = build_method("actdiff", 0.5).loss(model, x, y, m)
     g_batched = _grads(model, batched["loss"])
     torch.manual_seed(5)
-    x_masked = shuffle_background(x, m)  # the very shuffle the batched call drew
+    rows, shuffled = masked_copies(x, m)  # the very shuffle the batched call drew
+    assert rows.tolist() == [1, 2, 3]  # row 0's all-ones mask gets no shuffled copy ...
+    x_masked = x.clone()
+    x_masked[rows] = shuffled  # ... because its copy would be x itself, as the per-image loop forwards it
     ref = actdiff_per_image(model, x, x_masked, y, 0.5)
     g_ref = _grads(model, ref["loss"])
     assert batched["penalty"].item() == pytest.approx(ref["penalty"].item(), rel=1e-5)  # the methods compute losses in float32

@@ -2,7 +2,8 @@
 
     L = CE + λ · Σ_{batch, channels, pixels} |(1 − m) · ∂|z₁ − z₀| / ∂x|
 
-where z are the logits. One batched ``autograd.grad(create_graph=True)`` call.
+where z are the logits. One batched ``autograd.grad(create_graph=True)`` call;
+train-mode batch norms take the closed-form double backward of methods/batchnorm.py.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from dgx.methods.base import Method
+from dgx.methods.batchnorm import double_backward_batchnorm
 
 
 class GradMask(Method):
@@ -18,7 +20,8 @@ class GradMask(Method):
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
         x = x.detach().requires_grad_(True)
-        logits = model(x)
+        with double_backward_batchnorm():
+            logits = model(x)
         contrast = (logits[:, 1].float() - logits[:, 0].float()).abs().sum()
         (grad,) = torch.autograd.grad(contrast, x, create_graph=True)
         penalty = ((1 - m) * grad.float()).abs().sum()
