@@ -50,15 +50,21 @@ class InputNormalizer:
     """:func:`to_input` into reused buffers, for CPU training.
 
     A fresh 38 MB float batch (64 × 3 × 224²) costs more in page faults than in
-    arithmetic on CPU; writing into one of two buffers per shape runs ~5× faster
-    (bench/run.py). Two slots, alternated: a batch stays valid while the next
-    one is made, which is all a training step needs. On CUDA the caching
-    allocator makes this unnecessary, so it just calls :func:`to_input`.
+    arithmetic on CPU, so the uint8 → float cast and the output go into buffers
+    kept per shape, and each channel is one ``shift_c + scale_c · pixel`` with
+    scalar coefficients, which vectorizes better than one broadcasting
+    ``addcmul``. Measured on 2 cores with the bench's loader loop, same run:
+    ~7.3k img/s fresh tensors + addcmul, ~10k reused buffers + addcmul, ~12–15k
+    this. Two output slots, alternated: a batch stays valid while the next one
+    is made, which is all a training step needs. On CUDA the caching allocator
+    makes this unnecessary, so it just calls :func:`to_input`.
     """
 
     def __init__(self) -> None:
-        self._slots: dict[tuple, list[torch.Tensor]] = {}
+        self._slots: dict[tuple, tuple[torch.Tensor, list[torch.Tensor]]] = {}
         self._turn = 0
+        shift, scale = _affine(torch.device("cpu"))
+        self._coefficients = [(shift.flatten()[c].clone(), float(scale.flatten()[c])) for c in range(3)]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if images.device.type != "cpu":
@@ -66,9 +72,14 @@ class InputNormalizer:
         b, _, h, w = images.shape
         key = (b, h, w)
         if key not in self._slots:
-            self._slots[key] = [torch.empty(b, 3, h, w), torch.empty(b, 3, h, w)]
+            self._slots[key] = (torch.empty(b, 1, h, w), [torch.empty(b, 3, h, w), torch.empty(b, 3, h, w)])
+        grey, outs = self._slots[key]
         self._turn ^= 1
-        return to_input(images, out=self._slots[key][self._turn])
+        out = outs[self._turn]
+        grey.copy_(images)
+        for c, (shift, scale) in enumerate(self._coefficients):
+            torch.add(shift, grey, alpha=scale, out=out[:, c : c + 1])
+        return out
 
 
 def build_model(name: str = "resnet50", weights: str = "imagenet") -> nn.Module:
