@@ -78,8 +78,8 @@ class _DistanceHooks:
 
     def _hook(self, module: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
         p = len(self.rows)
-        # split, not two slices: its backward concatenates the two parts' gradients, where each
-        # slice's backward would zero-fill a full-size buffer first.
+        # split: its backward concatenates the two parts' gradients (two slices would each
+        # zero-fill a full-size buffer); index_select's backward scatters P rows into B.
         clean, masked = out.split([out.shape[0] - p, p])
         diff = (clean.index_select(0, self.rows) - masked).flatten(1).float()
         self.distances.append(torch.linalg.vector_norm(diff, dim=1))
