@@ -276,3 +276,30 @@ def test_a_half_suggested_trial_still_owns_its_point(tmp_path):
     trial = queue.claim(study)
     trial.suggest_categorical("lr", [0.1])  # "wd" not suggested yet
     assert queue.enqueue_missing(study, [point]) == 0
+
+
+
+def test_duplicate_enqueued_after_the_last_claim_is_closed_when_the_work_is_done(tmp_path):
+    """A racing coordinator's duplicate can land behind the last owner's claim; the worker that
+    finishes the grid closes it instead of leaving it WAITING (found as a flaky 2-of-4 closed
+    duplicates with 3 workers on PostgreSQL)."""
+    from dgx.sweep.study import Timing, _drain
+
+    study = optuna.create_study(storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "q.journal"))), direction="maximize")
+    p, q = {"lr": 0.1}, {"lr": 0.2}
+    queue.enqueue_missing(study, [p, q])
+    study.enqueue_trial({"lr": 0.3})  # queued, but no grid point of this sweep: not a duplicate
+
+    def objective(trial):
+        if trial.number == 1:  # the last grid point: nothing but the 0.3 trial is waiting now
+            study.enqueue_trial(p)
+        return 0.5
+
+    _drain(study, objective, None, Timing(heartbeat_s=0.1, grace_s=60, poll_s=0.01), lambda done: None,
+           points=[p, q])
+    states = [t.state for t in study.trials]
+    assert states[:2] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert states[3] == TrialState.FAIL and study.trials[3].user_attrs["duplicate_of"] == 0
+    assert states[2] == TrialState.WAITING  # nothing owns {lr: 0.3} but itself
+    assert queue.close_waiting_duplicates(study) == 0  # idempotent

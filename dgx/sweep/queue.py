@@ -113,15 +113,21 @@ def reap(study: optuna.Study, grace_s: float) -> list[int]:
     return lost
 
 
+def _take(study: optuna.Study, t: FrozenTrial) -> optuna.Trial | None:
+    """Atomically move the WAITING trial ``t`` to RUNNING; None when another worker took it first."""
+    try:
+        if study._storage.set_trial_state_values(trial_id(t), TrialState.RUNNING):
+            return optuna.Trial(study, trial_id(t))
+    except (RuntimeError, ValueError):  # taken and finished by another worker meanwhile
+        pass
+    return None
+
+
 def claim(study: optuna.Study) -> optuna.Trial | None:
     """Atomically take the oldest WAITING trial (None when the queue is empty)."""
-    storage = study._storage
     for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)), key=lambda t: t.number):
-        try:
-            if storage.set_trial_state_values(trial_id(t), TrialState.RUNNING):
-                return optuna.Trial(study, trial_id(t))
-        except (RuntimeError, ValueError):  # taken and finished by another worker meanwhile
-            continue
+        if (trial := _take(study, t)) is not None:
+            return trial
     return None
 
 
@@ -137,6 +143,23 @@ def close_duplicate(study: optuna.Study, trial: optuna.Trial, owner: FrozenTrial
     trial.set_user_attr("fail_reason", f"duplicate of trial #{owner.number} (same grid point); not trained")
     study.tell(trial, state=TrialState.FAIL)
     log.info("trial #%d of %s duplicates #%d: closed without training", trial.number, study.study_name, owner.number)
+
+
+def close_waiting_duplicates(study: optuna.Study) -> int:
+    """Close the WAITING trials whose point another trial owns; returns how many this call closed.
+
+    A racing enqueue can add a duplicate after every point's owner was claimed. The
+    workers finish the owners and stop, and without this the duplicate would stay
+    WAITING in the study until some later ``dgx worker`` claimed it.
+    """
+    owned, n = owners(study.get_trials(deepcopy=False)), 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        owner = owned.get(point_key(_params_of(t)))
+        if owner is None or owner.number == t.number or (trial := _take(study, t)) is None:
+            continue
+        close_duplicate(study, trial, owner)
+        n += 1
+    return n
 
 
 class Heartbeat:
@@ -200,5 +223,5 @@ def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs) -> None:
                     trial.number, study.study_name, exc)
 
 
-__all__ = ["enqueue_missing", "reap", "claim", "duplicate_of", "close_duplicate", "run_trial", "owners",
-           "retryable", "final", "point_key", "Heartbeat"]
+__all__ = ["enqueue_missing", "reap", "claim", "duplicate_of", "close_duplicate", "close_waiting_duplicates",
+           "run_trial", "owners", "retryable", "final", "point_key", "Heartbeat"]

@@ -256,6 +256,7 @@ def _drain(study: optuna.Study, objective: Callable, plan: SweepPlan, timing: Ti
             done = sum(1 for p in points if (o := owned.get(queue.point_key(p))) is not None and queue.final(o))
             on_done(done)
             if done >= len(points):
+                queue.close_waiting_duplicates(study)  # enqueued by a racing coordinator after the last claim
                 return
             queue.enqueue_missing(study, points)  # retries of lost or interrupted points
             trial = queue.claim(study)
