@@ -3,7 +3,7 @@
     L = CE + λ · Σ_{batch, channels, pixels} |(1 − m) · ∂|z₁ − z₀| / ∂x|
 
 where z are the logits. One batched ``autograd.grad(create_graph=True)`` call;
-train-mode batch norms take the closed-form double backward of methods/batchnorm.py.
+batch norms and convolutions take the faster double backward of methods/second_order.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from dgx.methods.base import Method
-from dgx.methods.batchnorm import double_backward_batchnorm
+from dgx.methods.second_order import second_order
 
 
 class GradMask(Method):
@@ -20,7 +20,7 @@ class GradMask(Method):
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
         x = x.detach().requires_grad_(True)
-        with double_backward_batchnorm():
+        with second_order():
             logits = model(x)
         contrast = (logits[:, 1].float() - logits[:, 0].float()).abs().sum()
         (grad,) = torch.autograd.grad(contrast, x, create_graph=True)

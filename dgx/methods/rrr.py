@@ -7,7 +7,7 @@ with one ``autograd.grad(create_graph=True)`` call: Σ over the batch of each
 sample's Σ_k log p̂_k has, for sample i, exactly sample i's gradient (in eval-mode
 batch norm; in train mode batch statistics couple the samples, as they do in any
 batched training step). The reference implementation looped over images.
-Train-mode batch norms take the closed-form double backward of methods/batchnorm.py.
+Batch norms and convolutions take the faster double backward of methods/second_order.py.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from dgx.methods.base import Method
-from dgx.methods.batchnorm import double_backward_batchnorm
+from dgx.methods.second_order import second_order
 
 
 def input_gradient(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, ∂ Σ_{i,k} log p̂_ik / ∂x), differentiable w.r.t. the model's parameters."""
     x = x.detach().requires_grad_(True)
-    with double_backward_batchnorm():
+    with second_order():
         logits = model(x)
     log_probs = F.log_softmax(logits.float(), dim=1).sum()
     (grad,) = torch.autograd.grad(log_probs, x, create_graph=True)
