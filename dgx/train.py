@@ -57,6 +57,7 @@ class TrainConfig:
     epochs: int = 0  # 0 = paper's setting: 15 for ERM, 100 for the others
     seed: int = 0  # init, batch order and ActDiff shuffles
     actdiff_layers: str = "all"  # ActDiff: all hooked layers, or only the last
+    negative_masks: str = "ones"  # unannotated images' mask: ones (paper) | lungs | periphery (dgx)
 
     @property
     def num_epochs(self) -> int:
@@ -68,8 +69,13 @@ class TrainConfig:
         d["epochs"] = self.num_epochs
         return d
 
-    def run_id(self) -> str:
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
+    def run_id(self, data: str = "") -> str:
+        """Run-folder name: hash of the config and of the data's content fingerprint.
+
+        The fingerprint is part of it so that a changed generator or a rebuilt
+        cache never serves a result trained on other pixels.
+        """
+        blob = json.dumps({**self.to_dict(), "data_fingerprint": data}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -144,7 +150,8 @@ def train(
             loss_sum = torch.zeros((), device=dev)
             # drop_last: a trailing batch of one breaks train-mode batch norm.
             for images, labels, masks in batches(data.train, cfg.batch_size, cfg.mask, shuffle=True,
-                                                 seed=cfg.seed * 100_003 + epoch, drop_last=True):
+                                                 seed=cfg.seed * 100_003 + epoch, drop_last=True,
+                                                 negatives=cfg.negative_masks):
                 x = normalize(images.to(dev, non_blocking=True))
                 if cuda:
                     x = x.contiguous(memory_format=torch.channels_last)

@@ -24,8 +24,9 @@ def bundle():
 
 @pytest.fixture(scope="module")
 def rendered():
-    # More images for the statistics; rendering one part is cheap.
-    cfg = dataclasses.replace(TINY, n_train=200, n_target=200)
+    # More images for the statistics; rendering one part is cheap. A partly confounded source
+    # (the default is fully confounded) so both classes have images with and without the decoy.
+    cfg = dataclasses.replace(TINY, n_train=200, n_target=200, decoy_strength=0.9)
     return cfg, render(cfg, "train"), render(cfg, "mimic-cxr-synth")
 
 
@@ -147,7 +148,15 @@ def test_lesion_context_and_decoy_geometry(rendered):
     ys, xs = np.nonzero(tok.any(0))
     assert ys.max() < 0.2 * 32 and xs.min() > 0.75 * 32  # top-right corner
     bright = sp.images[tok].mean() - sp.images[src.decoy][:, :8, :8].mean()
-    assert bright > 60  # clearly visible against the background
+    assert bright > 0.6 * 255 * cfg.decoy_contrast  # visible against the background (~0.1 x 255 at the default)
+    # Anatomy: the decoy box holds the token where drawn and has the same size where not.
+    box = sp.anatomy["decoy"].astype(bool)
+    assert (tok <= box).all() and box.any(axis=(1, 2)).all()
+    assert not (box & src.lungs).any()
+    assert np.array_equal(sp.anatomy["lungs"].astype(bool), src.lungs)
+    band = sp.anatomy["periphery"].astype(bool)
+    assert (band <= src.lungs).all()
+    assert np.array_equal(band[pos] | abn, per)  # a positive's periphery mask = band + abnormality
 
 
 def test_decoy_correlation_counts(rendered):
@@ -227,3 +236,22 @@ def test_lung_atlas_disk_cache_and_missing_zip(tmp_path, monkeypatch):
     monkeypatch.setattr(torchxrayvision, "__file__", str(tmp_path / "x" / "__init__.py"))
     with pytest.raises(DgxError, match="lung mask archive"):
         atlas_zip_path()
+
+
+@pytest.mark.parametrize("negatives", ["lungs", "periphery"])
+def test_negative_masks_fill_unconstrained_images_from_anatomy(bundle, negatives):
+    from dgx.data.loader import batches
+
+    split = bundle.train
+    neg, pos = split.labels == 0, split.labels == 1
+    for kind in ("abnormality", "periphery"):
+        filled = split.mask(kind, negatives)
+        assert np.array_equal(filled[neg], split.anatomy[negatives][neg])  # negatives: that anatomy
+        assert np.array_equal(filled[pos], split.masks[kind][pos])  # annotated positives: unchanged
+        assert not filled[neg].all(axis=(1, 2)).any()  # so the penalty now reaches negatives
+    assert split.mask("periphery") is split.masks["periphery"]  # "ones": the paper's masks, untouched
+    # The loader hands the filled masks to training, in batch order.
+    _, labels, masks = next(batches(split, len(split), "abnormality", negatives=negatives))
+    assert np.array_equal(masks[:, 0].numpy(), split.mask("abnormality", negatives))
+    with pytest.raises(KeyError):
+        Split(split.images, split.labels, split.masks).mask("periphery", negatives)  # no anatomy: refuse

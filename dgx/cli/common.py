@@ -9,7 +9,7 @@ import typer
 
 from dgx.config import get_settings
 from dgx.data import MASK_KINDS, load_dataset
-from dgx.data.base import Bundle
+from dgx.data.base import NEGATIVE_MASKS, Bundle
 from dgx.errors import DgxError, unknown_choice
 from dgx.methods import METHODS
 from dgx.methods.actdiff import LAYER_CHOICES
@@ -29,6 +29,7 @@ ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", min=16, hel
 EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", min=0, help="Epochs; 0 = paper's (ERM 15, others 100). Default: from the budget.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=2, help="Training batch size (paper: 16).")]
 LayersOpt = Annotated[str, typer.Option("--actdiff-layers", help="ActDiff: penalize all hooked layers or only the last (all | last).")]
+NegativesOpt = Annotated[Optional[str], typer.Option("--negative-masks", help="Mask for images without an annotation (negatives): ones (the paper: no constraint) | lungs | periphery (dgx: constrain them to that anatomy too). Default: from the budget, else ones.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
 
 
@@ -50,7 +51,8 @@ def check_lam(lam: float | None) -> None:
 def resolve_config(method: str, mask: str | None, data: str, data_opt: list[str] | None, budget_name: str, *,
                    model: str | None, weights: str | None, image_size: int | None, epochs: int | None,
                    batch_size: int, actdiff_layers: str, lr: float | None = None, wd: float | None = None,
-                   lam: float | None = None, seed: int = 0) -> tuple[TrainConfig, Budget]:
+                   lam: float | None = None, seed: int = 0,
+                   negative_masks: str | None = None) -> tuple[TrainConfig, Budget]:
     """Validate the flags and merge them over the budget into one TrainConfig."""
     if method not in METHODS:
         raise unknown_choice("method", method, METHODS)
@@ -67,6 +69,9 @@ def resolve_config(method: str, mask: str | None, data: str, data_opt: list[str]
     if data not in DATASETS:
         raise unknown_choice("dataset", data, DATASETS)
     budget = load_budget(budget_name)
+    negatives = negative_masks or str(budget.train.get("negative_masks", "ones"))
+    if negatives not in NEGATIVE_MASKS:
+        raise unknown_choice("--negative-masks value", negatives, NEGATIVE_MASKS)
     if method == "erm":
         if mask not in (None, "none"):
             log.warning("erm uses no mask; ignoring --mask %s", mask)
@@ -82,11 +87,12 @@ def resolve_config(method: str, mask: str | None, data: str, data_opt: list[str]
         weights=weights or train.get("weights", "imagenet"),
         lr=lr if lr is not None else budget.defaults.get("lr", 1e-4),
         wd=wd if wd is not None else budget.defaults.get("wd", 0.0),
-        lam=0.0 if method == "erm" else (lam if lam is not None else budget.defaults.get("lam", 0.0)),
+        lam=0.0 if method == "erm" else (lam if lam is not None else budget.default_lam(method)),
         batch_size=batch_size,
         epochs=epochs if epochs is not None else int(train.get("epochs", 0)),
         seed=seed,
         actdiff_layers=actdiff_layers if method == "actdiff" else "all",  # only ActDiff reads it
+        negative_masks="ones" if method == "erm" else negatives,  # ERM has no mask to fill
     )
     return cfg, budget
 
@@ -96,4 +102,8 @@ def load_data(cfg: TrainConfig) -> Bundle:
     bundle = load_dataset(cfg.dataset, dict(cfg.data_options), cfg.image_size, settings.data_dir)
     if cfg.mask != "none" and cfg.mask not in bundle.train.masks:
         raise unknown_choice(f"mask for dataset {cfg.dataset}", cfg.mask, [*bundle.train.masks, "none"])
+    if cfg.negative_masks != "ones" and cfg.mask != "none" and cfg.negative_masks not in bundle.train.anatomy:
+        raise DgxError(f"--negative-masks {cfg.negative_masks} needs {cfg.negative_masks} masks for every training "
+                       f"image, and dataset {cfg.dataset} has them only for annotated positives; "
+                       "use --negative-masks ones (the paper's setting)")
     return bundle

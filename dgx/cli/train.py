@@ -31,6 +31,7 @@ def train(
     image_size: c.ImageSizeOpt = None,
     batch_size: c.BatchOpt = 16,
     actdiff_layers: c.LayersOpt = "all",
+    negative_masks: c.NegativesOpt = None,
     device: c.DeviceOpt = "auto",
     runs_dir: Annotated[Optional[Path], typer.Option("--runs-dir", help="Run folders (checkpoints, results). Default: DGX_RUNS_DIR or ./runs.")] = None,
 ) -> None:
@@ -43,11 +44,12 @@ def train(
 
     cfg, _ = c.resolve_config(method, mask, data, data_opt, budget, model=model, weights=weights,
                               image_size=image_size, epochs=epochs, batch_size=batch_size,
-                              actdiff_layers=actdiff_layers, lr=lr, wd=wd, lam=lam, seed=seed)
+                              actdiff_layers=actdiff_layers, lr=lr, wd=wd, lam=lam, seed=seed,
+                              negative_masks=negative_masks)
     build_model(cfg.model, cfg.weights)  # fail fast on a bad model name or weights, before building data
     bundle = c.load_data(cfg)
     root = runs_dir or get_settings().runs_dir
-    run_dir = Path(root) / "runs" / cfg.run_id()
+    run_dir = Path(root) / "runs" / cfg.run_id(bundle.fingerprint)
     console.print(f"[bold]dgx train[/] {cfg.method} mask={cfg.mask} data={cfg.dataset} model={cfg.model} "
                   f"weights={cfg.weights} size={bundle.image_size} epochs={cfg.num_epochs} lr={cfg.lr:g} "
                   f"wd={cfg.wd:g} λ={cfg.lam:g} seed={cfg.seed} → {run_dir}")

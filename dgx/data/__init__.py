@@ -42,6 +42,18 @@ DATASETS: dict[str, Callable[[Mapping[str, str], int | None, Path], Bundle]] = {
 }
 
 
+# Data options that make a dataset's "oracle": the same source with its known shortcut
+# decorrelated from the label (targets unchanged). Only synthetic data knows its shortcut.
+ORACLES: dict[str, dict[str, str]] = {"decoy-cxr": {"decoy_strength": "0.5"}}
+
+
+def oracle_options(name: str, options: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...] | None:
+    """``options`` with the dataset's oracle overrides (sorted KEY=VALUE pairs), or None if it has no oracle."""
+    if name not in ORACLES:
+        return None
+    return tuple(sorted({**dict(options), **ORACLES[name]}.items()))
+
+
 def load_dataset(name: str, options: Mapping[str, str] | None = None, image_size: int | None = None,
                  data_dir: Path = Path("data")) -> Bundle:
     """Load (building and caching if needed) a registered dataset."""
@@ -81,4 +93,5 @@ def _coerce(cls: type, values: Mapping[str, str], dataset: str) -> dict[str, obj
     return out
 
 
-__all__ = ["DATASETS", "MASK_KINDS", "Bundle", "Split", "load_dataset", "dataset_options"]
+__all__ = ["DATASETS", "MASK_KINDS", "ORACLES", "Bundle", "Split", "load_dataset", "dataset_options",
+           "oracle_options"]

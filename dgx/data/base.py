@@ -5,6 +5,13 @@ target domains used only for evaluation. Images are uint8 grayscale arrays
 (N, H, W); masks are uint8 {0,1} arrays of the same shape, keyed by kind.
 An all-ones mask means "no attribution constraint" (negatives, and positives
 without an annotation), so every method's penalty is zero for that image.
+
+``anatomy`` holds per-image regions that are not attribution masks but
+ground truth about the image, for *every* image: ``lungs``, the lung
+``periphery`` band (without the abnormality), and on synthetic data the
+``decoy`` box (where the shortcut token is, or would be, drawn). They give
+unannotated images a mask when training asks for one (``negative_masks``)
+and let ``dgx analyze attribution`` say where a model looks.
 """
 
 from __future__ import annotations
@@ -16,6 +23,9 @@ import numpy as np
 # Mask kinds a dataset may provide. "none" is always available (all ones);
 # "gaze" only where radiologist gaze was cached (real CXR-P with `dgx data cache --gaze`).
 MASK_KINDS = ("abnormality", "scaled", "periphery", "gaze", "none")
+# What an image without an annotation (all-ones mask) is constrained to. "ones" is the
+# paper's setting (no constraint); the others take that region from the image's anatomy.
+NEGATIVE_MASKS = ("ones", "lungs", "periphery")
 
 
 @dataclass
@@ -25,6 +35,8 @@ class Split:
     images: np.ndarray  # uint8 (N, H, W)
     labels: np.ndarray  # int64 (N,), 1 = pneumothorax
     masks: dict[str, np.ndarray] = field(default_factory=dict)  # kind -> uint8 (N, H, W)
+    anatomy: dict[str, np.ndarray] = field(default_factory=dict)  # region -> uint8 (N, H, W), every image
+    _filled: dict[tuple[str, str], np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -32,20 +44,42 @@ class Split:
             raise ValueError(f"images must be uint8 (N, H, W), got {self.images.dtype} {self.images.shape}")
         if self.labels.shape != (n,):
             raise ValueError(f"labels must have shape ({n},), got {self.labels.shape}")
-        for kind, m in self.masks.items():
-            if m.shape != self.images.shape:
-                raise ValueError(f"mask {kind!r} has shape {m.shape}, images have {self.images.shape}")
+        for what, arrays in (("mask", self.masks), ("anatomy region", self.anatomy)):
+            for kind, m in arrays.items():
+                if m.shape != self.images.shape:
+                    raise ValueError(f"{what} {kind!r} has shape {m.shape}, images have {self.images.shape}")
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def mask(self, kind: str) -> np.ndarray:
-        """The mask array of this kind; "none" is all ones."""
+    def mask(self, kind: str, negatives: str = "ones") -> np.ndarray:
+        """The mask array of this kind; "none" is all ones.
+
+        ``negatives`` other than "ones" replaces the mask of every unconstrained
+        image (all-ones mask: negatives, unannotated positives) with that
+        anatomy region, so the method's penalty applies to those images too.
+        """
         if kind == "none":
             return np.ones_like(self.images)
         if kind not in self.masks:
             raise KeyError(kind)
-        return self.masks[kind]
+        if negatives == "ones":
+            return self.masks[kind]
+        if negatives not in self.anatomy:
+            raise KeyError(f"anatomy:{negatives}")
+        key = (kind, negatives)
+        if key not in self._filled:
+            mask = self.masks[kind]
+            free = unconstrained(mask)
+            filled = np.array(mask, dtype=np.uint8)
+            filled[free] = self.anatomy[negatives][free]
+            self._filled[key] = filled
+        return self._filled[key]
+
+
+def unconstrained(mask: np.ndarray) -> np.ndarray:
+    """bool (N,): which images' masks are all ones (no attribution constraint)."""
+    return np.asarray(mask).reshape(len(mask), -1).min(axis=1) > 0
 
 
 @dataclass

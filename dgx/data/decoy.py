@@ -35,7 +35,7 @@ from scipy import ndimage
 from dgx.data.base import Bundle, Split
 from dgx.data.lungs import load_lung_atlas, place_lungs, pneumothorax_region
 from dgx.errors import DgxError
-from dgx.masks import all_ones_for_negatives, periphery_mask, scaled_mask
+from dgx.masks import all_ones_for_negatives, periphery_masks, scaled_mask
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ TARGETS = ("mimic-cxr-synth", "chexpert-synth", "chexpert-age-synth", "chestx-ra
 # Child seed streams, in this fixed order, so resizing one part never reseeds another.
 PARTS = ("train", "val", "test") + TARGETS
 # Bump whenever the pixels for an unchanged config change, so stale caches die.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: anatomy arrays (lungs, periphery band, decoy box) for every image
 
 
 @dataclass(frozen=True)
@@ -59,16 +59,16 @@ class DecoyConfig:
     n_test: int = 384  # source held-out test images (the in-distribution score)
     n_target: int = 384  # images per target domain
     pos_frac: float = 0.3  # exact positive fraction in every split (paper: 22%)
-    decoy_strength: float = 0.9  # source: P(decoy|pos) = s and P(decoy|neg) = 1 - s
+    decoy_strength: float = 1.0  # source: P(decoy|pos) = s and P(decoy|neg) = 1 - s (1.0: fully confounded)
     target_decoy_rate: float = 0.5  # targets: P(decoy) regardless of label (decorrelated)
     periphery_width: float = 0.15  # periphery band width, fraction of each lung's equivalent diameter
     scaled_grid: int = 6  # grid cells per side for the scaled-abnormality mask (8 px cells at 48 px)
     lesion_depth: float = 0.12  # max pneumothorax depth, fraction of lung diameter (<= periphery_width)
-    lesion_contrast: float = 0.07  # darkening of the pneumothorax pocket (air is lucent)
-    pleural_contrast: float = 0.08  # brightness of the visceral pleural line at the pocket's edge
+    lesion_contrast: float = 0.1  # darkening of the pneumothorax pocket (air is lucent)
+    pleural_contrast: float = 0.1  # brightness of the visceral pleural line at the pocket's edge
     context_width: float = 0.07  # width of the ipsilateral context band (<= periphery_width)
     context_strength: float = 0.5  # fraction of vessel texture lost in the band, and its darkening
-    decoy_contrast: float = 0.3  # token brightness; 0 renders identical images without the decoy
+    decoy_contrast: float = 0.1  # token brightness (= the lesion's); 0 renders identical images without the decoy
     texture_amp: float = 0.09  # vessel-marking amplitude, the clutter the lesion hides in
     noise: float = 0.02  # source sensor noise (std, intensity units)
     shift_scale: float = 1.0  # severity of all domain shifts; 0 leaves only the decoy decorrelation
@@ -225,8 +225,9 @@ def render(cfg: DecoyConfig, part: str, atlas_cache: Path | None = None) -> Rend
     # The decoy: a token in the top-right corner, kept clear of the lungs by construction.
     g = (np.arange(s, dtype=np.float32) + 0.5) / s
     tx, ty = rng.uniform(0.8, 0.86, (n, 1, 1)), rng.uniform(0.03, 0.07, (n, 1, 1))
-    token = (g >= tx) & (g < tx + 0.1) & (g[:, None] >= ty) & (g[:, None] < ty + 0.09) & decoy[:, None, None]
-    token &= ~ndimage.binary_dilation(lungs, iterations=2, structure=np.ones((1, 3, 3), bool))
+    box = (g >= tx) & (g < tx + 0.1) & (g[:, None] >= ty) & (g[:, None] < ty + 0.09)  # drawn or not
+    box &= ~ndimage.binary_dilation(lungs, iterations=2, structure=np.ones((1, 3, 3), bool))
+    token = box & decoy[:, None, None]
     img += np.float32(cfg.decoy_contrast) * token
 
     # Acquisition: per-domain tone curve and detector noise, jittered per image.
@@ -239,14 +240,15 @@ def render(cfg: DecoyConfig, part: str, atlas_cache: Path | None = None) -> Rend
     images = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
 
     pos = np.flatnonzero(labels)
-    periphery, scaled = np.ones_like(lungs), np.ones_like(lungs)
-    for i in pos:
-        periphery[i] = periphery_mask(lungs[i], cfg.periphery_width, pockets[i])
+    periphery = periphery_masks(lungs, cfg.periphery_width)  # every image (negatives may be constrained to it)
+    scaled = np.ones_like(lungs)
     scaled[pos] = scaled_mask(pockets[pos], cfg.scaled_grid) if len(pos) else scaled[pos]
     y_int = labels.astype(np.int64)
-    kinds = {"abnormality": pockets, "scaled": scaled, "periphery": periphery}
+    kinds = {"abnormality": pockets, "scaled": scaled, "periphery": periphery | pockets}
     masks = {k: all_ones_for_negatives(m, y_int) for k, m in kinds.items()}
-    return Rendered(Split(images, y_int, masks), lungs, decoy, token, context)
+    anatomy = {"lungs": lungs, "periphery": periphery, "decoy": box}
+    split = Split(images, y_int, masks, {k: v.astype(np.uint8) for k, v in anatomy.items()})
+    return Rendered(split, lungs, decoy, token, context)
 
 
 def fingerprint(cfg: DecoyConfig) -> str:
@@ -271,14 +273,17 @@ def _flatten(bundle: Bundle) -> dict[str, np.ndarray]:
     for part, split in [("train", bundle.train), ("val", bundle.val), ("test", bundle.test), *bundle.targets.items()]:
         out[f"{part}/images"], out[f"{part}/labels"] = split.images, split.labels
         out.update({f"{part}/mask/{k}": m for k, m in split.masks.items()})
+        out.update({f"{part}/anatomy/{k}": m for k, m in split.anatomy.items()})
     return out
 
 
 def _unflatten(arrays: dict[str, np.ndarray], fp: str) -> Bundle:
     def split(part: str) -> Split:
-        prefix = f"{part}/mask/"
-        masks = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
-        return Split(arrays[f"{part}/images"], arrays[f"{part}/labels"], masks)
+        def group(prefix: str) -> dict[str, np.ndarray]:
+            return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+        return Split(arrays[f"{part}/images"], arrays[f"{part}/labels"], group(f"{part}/mask/"),
+                     group(f"{part}/anatomy/"))
 
     return Bundle(NAME, SOURCE, split("train"), split("val"), split("test"), {t: split(t) for t in TARGETS}, fp)
 

@@ -24,15 +24,17 @@ def batches(
     shuffle: bool = False,
     seed: int | None = None,
     drop_last: bool = False,
+    negatives: str = "ones",
 ) -> Iterator[Batch]:
     """Yield (images (B,1,H,W) uint8, labels (B,), masks (B,1,H,W) uint8).
 
     With ``shuffle``, the order is a permutation drawn from ``seed`` alone, so a
     resumed run sees exactly the batches an uninterrupted one would have.
+    ``negatives`` is what unannotated images are constrained to (see :meth:`Split.mask`).
     """
     n = len(split)
     order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
-    mask = split.mask(mask_kind) if mask_kind != "none" else None
+    mask = split.mask(mask_kind, negatives) if mask_kind != "none" else None
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         idx = order[start : start + batch_size]
