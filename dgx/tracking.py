@@ -23,8 +23,12 @@ log = logging.getLogger("dgx")
 
 
 def record_trial(trial: optuna.Trial, cfg: TrainConfig, result: TrainResult, *, phase: str, source: str,
-                 targets: list[str], wandb_run: str | None = None) -> None:
-    """Store everything the report needs on the trial: the storage is the database of record."""
+                 targets: list[str], run_id: str, variant: str = "", wandb_run: str | None = None) -> None:
+    """Store everything the report needs on the trial: the storage is the database of record.
+
+    ``variant`` names a data variant of the same dataset (``oracle``: the source with
+    its shortcut decorrelated), which the report shows as a row of its own.
+    """
     attrs: dict[str, Any] = {
         "method": cfg.method,
         "mask": cfg.mask,
@@ -38,8 +42,10 @@ def record_trial(trial: optuna.Trial, cfg: TrainConfig, result: TrainResult, *, 
         "best_epoch": result.best_epoch,
         "auroc": dict(result.auroc),
         "resumed_from": result.resumed_from,
-        "run_id": cfg.run_id(),
+        "run_id": run_id,
     }
+    if variant:
+        attrs["variant"] = variant
     if wandb_run:
         attrs["wandb_run"] = wandb_run
     for key, value in attrs.items():

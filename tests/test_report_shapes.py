@@ -105,8 +105,9 @@ def test_significant_cells_are_marked():
             base = 0.70 + 0.01 * seed
             add_run(study, method, mask, seed, scores((base + shift, base + shift, base + shift + 0.001 * seed)))
     text = report(st, baseline="erm")
-    rrr = [line for line in text.splitlines() if "RRR" in line]
+    rrr = [line for line in text.splitlines() if line.startswith("|") and "RRR" in line]
     assert rrr and all("*" in line for line in rrr)  # +5 points on every seed: p << 0.05
+    assert "- RRR (periphery): +5.0 points" in text and "p<0.001" in text  # the headline under the table
 
 
 def _parse_markdown(text: str) -> list[list[str]]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Optional
 
 import typer
 
 from dgx.cli import common as c
 from dgx.config import get_settings
+from dgx.data import oracle_options
 from dgx.errors import DgxError
 from dgx.progress import console
 
@@ -34,7 +35,9 @@ class PaperSpec:
     budget: str
     seeds: int
     experiments: tuple[Experiment, ...]
-    report: dict
+    reports: tuple[dict, ...]  # one table per entry (the spec's `report`: a mapping or a list of them)
+    oracle: bool = False  # also train the dataset's oracle (ERM on the shortcut-free source)
+    in_all: bool = True  # part of `dgx reproduce all` (the paper's tables); the decoy rehearsal is not
 
 
 def paper_specs() -> dict[str, PaperSpec]:
@@ -48,9 +51,11 @@ def paper_specs() -> dict[str, PaperSpec]:
         try:
             raw = yaml.safe_load(path.read_text())
             experiments = tuple(Experiment(e["method"], e.get("mask")) for e in raw["experiments"])
+            report = raw.get("report") or {}
+            reports = tuple(dict(r) for r in (report if isinstance(report, list) else [report]))
             specs[path.stem] = PaperSpec(path.stem, str(raw.get("description", "")), str(raw["data"]),
                                          str(raw.get("budget", "paper")), int(raw["seeds"]), experiments,
-                                         dict(raw.get("report") or {}))
+                                         reports, bool(raw.get("oracle", False)), bool(raw.get("all", True)))
         except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
             raise DgxError(f"paper spec {path} is malformed ({type(exc).__name__}: {exc}); "
                            "it needs data, seeds and experiments: [{method, mask}]") from None
@@ -58,7 +63,7 @@ def paper_specs() -> dict[str, PaperSpec]:
 
 
 def reproduce(
-    name: Annotated[str, typer.Argument(help="table1 | table2 | table3 | table5 | all (the specs in sweeps/paper/).", show_default=False)],
+    name: Annotated[str, typer.Argument(help="table1 | table2 | table3 | table5 | all (the paper's four) | decoy-masks (every method and mask on decoy-cxr): the specs in sweeps/paper/.", show_default=False)],
     data: Annotated[Optional[str], typer.Option("--data", help="Dataset instead of the spec's (e.g. decoy-cxr for a synthetic rehearsal).")] = None,
     data_opt: c.DataOptsOpt = None,
     budget: Annotated[Optional[str], typer.Option("--budget", help="Budget instead of the spec's (paper).")] = None,
@@ -83,7 +88,7 @@ def reproduce(
     specs = paper_specs()
     if name != "all" and name not in specs:
         raise DgxError(f"unknown paper experiment {name!r}; choose from: {', '.join([*specs, 'all'])}")
-    chosen = list(specs.values()) if name == "all" else [specs[name]]
+    chosen = [s for s in specs.values() if s.in_all] if name == "all" else [specs[name]]
     settings = get_settings()
     url = storage or settings.default_storage()
     rows, plans_by_spec, seen = [], {}, set()
@@ -97,6 +102,14 @@ def reproduce(
             plan = SweepPlan(base=cfg, budget=plan_budget, study=study_name(cfg, plan_budget.name), storage=url,
                              trials=trials, seeds=seeds or spec.seeds, device=device)
             plans.append(plan)
+            shortcut_free = oracle_options(cfg.dataset, cfg.data_options) if spec.oracle else None
+            if exp.method == "erm" and shortcut_free is not None:
+                oracle = replace(plan, base=replace(cfg, data_options=shortcut_free), variant="oracle",
+                                 study=plan.study + "-oracle")
+                plans.append(oracle)
+                rows.append((spec.name, oracle.study, oracle.n_points, oracle.seeds, cfg.num_epochs,
+                             oracle.n_points + oracle.seeds, 0.0, oracle.study in seen))
+                seen.add(oracle.study)
             shared = plan.study in seen
             seen.add(plan.study)
             n_train = TRAIN_IMAGES.get(cfg.dataset) or int(dict(cfg.data_options).get("n_train", 384))
@@ -120,10 +133,11 @@ def reproduce(
             continue  # queued only
         done.update(p.study for p in todo)
         prefixes = tuple(p.study for p in plans_by_spec[spec.name])
-        report = spec.report
         console.print(f"[bold]{spec.name}[/]: {spec.description}")
-        typer.echo(build_report(url, study_prefix=prefixes, phase="seeds", shape=str(report.get("table", "1")),
-                                method=report.get("method"), baseline=report.get("baseline")))
+        for report in spec.reports:
+            typer.echo(build_report(url, study_prefix=prefixes, phase="seeds", shape=str(report.get("table", "1")),
+                                    method=report.get("method"), baseline=report.get("baseline"),
+                                    filters={k: report[k] for k in ("mask",) if k in report}))
     console.print(f"reproduce {name} finished in {time.perf_counter() - started:.0f} s ({len(done)} studies in {url})")
 
 

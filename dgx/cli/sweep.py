@@ -10,6 +10,7 @@ import typer
 
 from dgx.cli import common as c
 from dgx.config import get_settings
+from dgx.data import ORACLES, oracle_options
 from dgx.models import build_model
 from dgx.progress import console
 
@@ -28,11 +29,13 @@ def sweep(
     image_size: c.ImageSizeOpt = None,
     batch_size: c.BatchOpt = 16,
     actdiff_layers: c.LayersOpt = "all",
+    negative_masks: c.NegativesOpt = None,
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL. Default: DGX_STORAGE or sqlite:///runs/dgx.db.")] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="Study name. Default: METHOD-MASK-DATA-BUDGET.")] = None,
     sampler: Annotated[str, typer.Option("--sampler", help="grid (exact grid, the paper's) | tpe | random (over the grid's values).")] = "grid",
     pruner: Annotated[str, typer.Option("--pruner", help="none | median | hyperband | asha (successive halving): stop weak trials early on per-epoch source-val AUROC.")] = "none",
     baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Also sweep ERM with the same budget and data, so the table compares against it.")] = True,
+    oracle: Annotated[bool, typer.Option("--oracle/--no-oracle", help="With the baseline, also train the oracle where the dataset has one (decoy-cxr: ERM on the source with the decoy decorrelated), to measure the headroom.")] = True,
     device: c.DeviceOpt = "auto",
     workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="Worker processes (or SLURM jobs) sharing the study. 0: only queue the grid and exit; start `dgx worker` anywhere. Default: one per --gpus entry, else 1 (in this process).")] = None,
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU ids, one worker pinned to each through CUDA_VISIBLE_DEVICES, e.g. 0,1,2,3.")] = None,
@@ -54,7 +57,7 @@ def sweep(
     settings = get_settings()
     cfg, plan_budget = c.resolve_config(method, mask, data, data_opt, budget, model=model, weights=weights,
                                         image_size=image_size, epochs=epochs, batch_size=batch_size,
-                                        actdiff_layers=actdiff_layers)
+                                        actdiff_layers=actdiff_layers, negative_masks=negative_masks)
     url = storage or settings.default_storage()
     name = study_name(cfg, plan_budget.name, prefix=study) if study is None else study
     plan = SweepPlan(base=cfg, budget=plan_budget, study=name, storage=url, trials=trials,
@@ -65,9 +68,14 @@ def sweep(
                       launcher=launcher, partition=partition, time_min=time_min, trials_per_gpu=trials_per_gpu)
     spec.check(url)
     plans = [plan]
+    erm = replace(cfg, method="erm", mask="none", lam=0.0, actdiff_layers="all", negative_masks="ones")
     if baseline and cfg.method != "erm":
-        erm = replace(cfg, method="erm", mask="none", lam=0.0, actdiff_layers="all")  # ERM-only identity
         plans.append(replace(plan, base=erm, study=study_name(erm, plan_budget.name, prefix=study)))
+    shortcut_free = oracle_options(cfg.dataset, cfg.data_options)
+    if baseline and oracle and cfg.method != "erm" and shortcut_free is not None:
+        base = replace(erm, data_options=shortcut_free)
+        plans.append(replace(plan, base=base, variant="oracle",
+                             study=study_name(erm, plan_budget.name, prefix=study) + "-oracle"))
     build_model(cfg.model, cfg.weights)  # fail fast on bad model, weights or storage, before building data
     open_storage(url)
     started = time.perf_counter()
@@ -80,8 +88,11 @@ def sweep(
         f"{len(bundle.targets)} targets)",
         f"  search {plan.n_points} grid points of {grid}, then {plan.seeds} seeds of the best",
     ]
-    if len(plans) > 1:
-        lines.append(f"  baseline: ERM, {plans[1].n_points} grid points + {plan.seeds} seeds (--no-baseline skips it)")
+    for extra in plans[1:]:
+        what = ("oracle: ERM on the source with the shortcut decorrelated (" +
+                ", ".join(f"{k}={v}" for k, v in ORACLES.get(cfg.dataset, {}).items()) + "; --no-oracle skips it)"
+                if extra.variant == "oracle" else "baseline: ERM (--no-baseline skips it)")
+        lines.append(f"  {what}, {extra.n_points} grid points + {plan.seeds} seeds")
     lines.append(f"  storage {url}; W&B mode {settings.resolved_wandb_mode()}")
     if spec.parallel:
         where = f"GPUs {','.join(spec.gpus)}" if spec.gpus else "CPU"
@@ -98,7 +109,11 @@ def sweep(
 
 
 def execute(plans, spec, url: str, device: str, settings, bundle) -> list[str] | None:
-    """Run ``plans`` in this process or on ``spec``'s workers; the study names, or None when only queued."""
+    """Run ``plans`` in this process or on ``spec``'s workers; the study names, or None when only queued.
+
+    ``bundle`` serves every plan with the first plan's data; a plan on other data
+    options (the oracle) loads its own.
+    """
     from dgx.sweep import open_storage, run_sweep
     from dgx.sweep.launch import launch
     from dgx.sweep.study import prepare_sweep
@@ -117,8 +132,10 @@ def execute(plans, spec, url: str, device: str, settings, bundle) -> list[str] |
         for p in plans:
             names += [p.study, f"{p.study}.seeds"]
     else:
+        first = plans[0].base
         for p in plans:
-            names += run_sweep(p, bundle, settings)
+            same = (p.base.dataset, p.base.data_options) == (first.dataset, first.data_options)
+            names += run_sweep(p, bundle if same and bundle is not None else c.load_data(p.base), settings)
     return names
 
 
@@ -126,4 +143,5 @@ def study_name(cfg, budget: str, prefix: str | None = None) -> str:
     """METHOD-MASK-DATA-BUDGET, or PREFIX-METHOD for a baseline next to a named study."""
     if prefix:
         return f"{prefix}-{cfg.method}"
-    return f"{cfg.method}-{cfg.mask}-{cfg.dataset}-{budget}"
+    negatives = "" if cfg.negative_masks == "ones" else f"-neg{cfg.negative_masks}"
+    return f"{cfg.method}-{cfg.mask}{negatives}-{cfg.dataset}-{budget}"

@@ -24,6 +24,8 @@ log = logging.getLogger("dgx")
 
 COLUMNS = ("study", "trial", "dataset", "method", "mask", "phase", "seed", "domain", "role", "auroc", "run_id")
 
+ORACLE = "oracle"  # the method name the tables give to trials of the oracle variant
+
 # Attrs a dgx trial must carry for its results to be reportable. "config" and
 # "val_auroc" are deliberately absent: the tables never read them.
 _REQUIRED = ("method", "mask", "dataset", "source", "targets", "phase", "seed", "auroc")
@@ -84,7 +86,7 @@ def _complete_trials(store: optuna.storages.BaseStorage, names: list[str]):
 def _complete_trials_sql(store: optuna.storages.RDBStorage, names: list[str]):
     import sqlalchemy as sa
 
-    wanted = set(_REQUIRED) | {"run_id"}
+    wanted = set(_REQUIRED) | {"run_id", "variant"}
     query = sa.text(
         "SELECT s.study_name, t.number, a.key, a.value_json FROM trials t "
         "JOIN studies s ON s.study_id = t.study_id "
@@ -114,7 +116,9 @@ def _trial_rows(study: str, number: int, attrs: dict) -> list[tuple]:
     auroc = attrs["auroc"]
     if not isinstance(auroc, dict):
         raise DgxError(f"trial #{number} of study {study!r} has a non-dict 'auroc' attr ({auroc!r})")
-    common = (study, number, str(attrs["dataset"]), str(attrs["method"]), str(attrs["mask"]),
+    # An oracle (ERM on the source with its shortcut decorrelated) is a row of its own.
+    method = ORACLE if attrs.get("variant") == ORACLE else str(attrs["method"])
+    common = (study, number, str(attrs["dataset"]), method, str(attrs["mask"]),
               str(attrs["phase"]), int(attrs["seed"]))
     run_id = str(attrs.get("run_id", ""))
     domains = [(str(attrs["source"]), "source")] + [(str(t), "target") for t in attrs["targets"]]

@@ -29,7 +29,8 @@ import pandas as pd
 from dgx.errors import DgxError, unknown_choice
 from dgx.report.stats import mean_ci, paired_difference
 
-METHOD_NAMES = {"erm": "ERM", "actdiff": "ActDiff", "rrr": "RRR", "gradmask": "GradMask"}
+METHOD_NAMES = {"erm": "ERM", "actdiff": "ActDiff", "rrr": "RRR", "gradmask": "GradMask",
+                "oracle": "Oracle (ERM, shortcut decorrelated)"}
 MASK_NAMES = {"abnormality": "Abnormality", "scaled": "Scaled abnormality", "periphery": "Lung periphery",
               "gaze": "Gaze", "none": "None"}
 _METHOD_ORDER = tuple(METHOD_NAMES)
@@ -44,7 +45,7 @@ ALPHA = 0.05  # a paired comparison with p below this is marked "*"
 def method_label(method: str, mask: str) -> str:
     """Display name, e.g. "ERM" or "RRR (periphery)"."""
     name = METHOD_NAMES.get(method, method)
-    return name if method == "erm" and mask == "none" else f"{name} ({mask})"
+    return name if method in ("erm", "oracle") and mask == "none" else f"{name} ({mask})"
 
 
 def _rank(value: str, order: tuple[str, ...]) -> tuple[int, str]:
@@ -161,8 +162,14 @@ def _fmt_diff(row) -> str:
         return ""
     star = "*" if row.get("significant") else ""
     half = "n/a" if pd.isna(row["diff_half"]) else f"{100 * row['diff_half']:.1f}"
-    p = "n/a" if pd.isna(row["p"]) else f"{row['p']:.3g}"
-    return f"{100 * row['diff']:+.1f} ± {half}{star} (p={p})"
+    return f"{100 * row['diff']:+.1f} ± {half}{star} (p{fmt_p(row['p'])})"
+
+
+def fmt_p(p: float) -> str:
+    """'=0.0312', '<0.001' or '=n/a': the operator and value of a p-value as printed."""
+    if pd.isna(p):
+        return "=n/a"
+    return "<0.001" if p < 0.001 else f"={p:.3g}"
 
 
 # ---------------------------------------------------------------- shapes
@@ -178,6 +185,7 @@ class Table:
     note: str
     data: pd.DataFrame  # the numeric cells behind the table (csv/json output)
     target_cols: tuple[int, ...] = ()  # column indexes naming target domains (wide tables)
+    footer: tuple[str, ...] = ()  # lines under the note: the headline comparisons (see headline())
 
 
 def _note(baseline: Baseline | None, test: str, extra: str = "") -> str:
@@ -228,8 +236,9 @@ def table_long(runs: pd.DataFrame, shape: str, confidence: float, baseline: Base
             previous = row["domain"]
         what = "Table 1" if shape == "1" else f"Table 3 ({gain_mask} masks; Gain vs {reference})"
         extra = f"Gain = AUROC points over the same method with {reference} masks" if shape == "3" else ""
+        footer = tuple(headline(runs[runs["dataset"] == experiment], confidence, test))
         out.append(Table(_title(what, runs, experiment, confidence), header, rows, targets,
-                         _note(baseline, test, extra), part.reset_index(drop=True)))
+                         _note(baseline, test, extra), part.reset_index(drop=True), footer=footer))
     return out
 
 
@@ -269,6 +278,47 @@ def table_wide(runs: pd.DataFrame, method: str, confidence: float, baseline: Bas
     return out
 
 
+def headline(runs: pd.DataFrame, confidence: float = 0.95, test: str = "t") -> list[str]:
+    """The comparisons a reader looks for first, on the target average of one dataset's runs.
+
+    Each method against ERM, paired by seed (mean difference, CI, p), and, when
+    an oracle was trained (ERM on the same source with its shortcut
+    decorrelated), the share of the oracle-minus-ERM gap each method recovers:
+    (method − ERM) / (oracle − ERM), from the seed means.
+    """
+    if "erm" not in set(runs["method"]):
+        return []
+    seeds = per_seed(runs)[AVERAGE]
+    experiment = runs["dataset"].iloc[0]
+    erm = seeds.loc[(experiment, "erm", "none")]
+    if erm.dropna().empty:
+        return []
+    oracle = seeds.loc[(experiment, "oracle", "none")] if ("oracle" in set(runs["method"])) else None
+    test_name = "paired t" if test == "t" else "Wilcoxon signed-rank"
+    lines = [f"Target average against ERM ({test_name} across seeds):"]
+    gap = np.nan
+    if oracle is not None and not oracle.dropna().empty:
+        gap = oracle.mean() - erm.mean()
+        lines.append(f"- oracle headroom: oracle {100 * oracle.mean():.1f} − ERM {100 * erm.mean():.1f} = "
+                     f"{100 * gap:+.1f} points (the oracle is ERM trained on the same source with the shortcut "
+                     "decorrelated from the label)")
+    for method, mask in _groups(runs):
+        if method in ("erm", "oracle"):
+            continue
+        values = seeds.loc[(experiment, method, mask)]
+        shared = values.index.intersection(erm.index)
+        diff, half, n, p = paired_difference(values[shared], erm[shared], confidence, test)
+        if n == 0:
+            continue
+        ci = "n/a" if np.isnan(half) else f"{100 * half:.1f}"
+        text = (f"- {method_label(method, mask)}: {100 * diff:+.1f} points (± {ci}, {confidence * 100:g}% CI; "
+                f"{n} paired seeds; p{fmt_p(p)})")
+        if np.isfinite(gap) and gap > 0:
+            text += f"; recovers {100 * (values.mean() - erm.mean()) / gap:.0f}% of the oracle headroom"
+        lines.append(text)
+    return lines if len(lines) > 1 else []
+
+
 # ---------------------------------------------------------------- renderers
 
 def _md(table: Table) -> str:
@@ -289,7 +339,8 @@ def _md(table: Table) -> str:
         return "| " + " | ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)) + " |"
 
     rule = "|" + "|".join("-" * (w + 1) + ":" if r else "-" * (w + 2) for w, r in zip(widths, right)) + "|"
-    return "\n".join([table.title, "", line(header), rule, *(line(r) for r in shown), "", table.note])
+    footer = ["", *table.footer] if table.footer else []
+    return "\n".join([table.title, "", line(header), rule, *(line(r) for r in shown), "", table.note, *footer])
 
 
 def _latex_escape(text: str) -> str:
@@ -310,6 +361,7 @@ def _latex(table: Table) -> str:
             cells_[0] = rf"\underline{{{cells_[0]}}}"
         lines.append(" & ".join(cells_) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"% " + _latex_escape(table.note)]
+    lines += [r"% " + _latex_escape(f) for f in table.footer]
     return "\n".join(lines)
 
 
@@ -326,8 +378,8 @@ def render(tables: list[Table], fmt: str) -> str:
         data.to_csv(buf, index=False)
         return buf.getvalue()
     records = json.loads(data.to_json(orient="records"))
-    return json.dumps({"tables": [{"title": t.title, "header": t.header, "rows": t.rows, "note": t.note}
-                                  for t in tables], "cells": records}, indent=1) + "\n"
+    return json.dumps({"tables": [{"title": t.title, "header": t.header, "rows": t.rows, "note": t.note,
+                                   "headline": list(t.footer)} for t in tables], "cells": records}, indent=1) + "\n"
 
 
 def build(runs: pd.DataFrame, shape: str = "1", *, method: str | None = None, confidence: float = 0.95,

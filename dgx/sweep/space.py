@@ -35,10 +35,21 @@ class Budget:
     seeds: int  # seeds-phase runs of the best configuration
     train: dict = field(default_factory=dict)  # TrainConfig overrides (model, weights, image_size, epochs)
     defaults: dict = field(default_factory=dict)  # lr/wd/lam for a single `dgx train`
+    lam_by_method: dict = field(default_factory=dict)  # method -> λ values, where the grid gives them per method
 
     def grid_for(self, method: str) -> dict[str, list[float]]:
-        """ERM has no λ: its grid drops that axis."""
-        return {k: v for k, v in self.grid.items() if not (method == "erm" and k == "lam")}
+        """ERM has no λ: its grid drops that axis. A per-method λ list replaces the shared one."""
+        grid = {k: v for k, v in self.grid.items() if not (method == "erm" and k == "lam")}
+        if method != "erm" and method in self.lam_by_method:
+            grid["lam"] = list(self.lam_by_method[method])
+        return grid
+
+    def default_lam(self, method: str) -> float:
+        """λ for a single `dgx train`: the method's first grid value where the grid sizes λ per
+        method, else the budget's default."""
+        if method in self.lam_by_method:
+            return float(self.lam_by_method[method][0])
+        return float(self.defaults.get("lam", 0.0))
 
     def points(self, method: str) -> list[dict[str, float]]:
         grid = self.grid_for(method)
@@ -57,7 +68,18 @@ def _read_yaml(path: Path, what: str) -> dict:
     return data
 
 
-def load_grid(name_or_path: str) -> dict[str, list[float]]:
+def _numbers(path: Path, key: str, values: object) -> list[float]:
+    if not isinstance(values, list) or not values or not all(isinstance(v, (int, float)) for v in values):
+        raise DgxError(f"grid {path}: {key} must be a non-empty list of numbers")
+    if any(v < 0 for v in values):
+        raise DgxError(f"grid {path}: {key} values must be non-negative")
+    return [float(v) for v in values]
+
+
+def load_grid(name_or_path: str) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """(grid, λ per method). ``lam`` is a list shared by every method, or a mapping
+    method -> list (penalties differ in scale: the quick grid sizes each method's λ
+    so that its penalty at initialization is about the cross-entropy)."""
     path = Path(name_or_path)
     if not path.suffix:
         path = sweeps_dir() / "grids" / f"{name_or_path}.yaml"
@@ -65,14 +87,20 @@ def load_grid(name_or_path: str) -> dict[str, list[float]]:
     unknown = set(raw) - set(GRID_PARAMS)
     if unknown:
         raise DgxError(f"grid {path} has unknown parameter(s) {sorted(unknown)}; allowed: {', '.join(GRID_PARAMS)}")
-    grid = {}
+    grid, by_method = {}, {}
     for key, values in raw.items():
-        if not isinstance(values, list) or not values or not all(isinstance(v, (int, float)) for v in values):
-            raise DgxError(f"grid {path}: {key} must be a non-empty list of numbers")
-        if any(v < 0 for v in values):
-            raise DgxError(f"grid {path}: {key} values must be non-negative")
-        grid[key] = [float(v) for v in values]
-    return grid
+        if key == "lam" and isinstance(values, dict):
+            from dgx.methods import METHODS
+
+            for method, lams in values.items():
+                if method not in METHODS or method == "erm":
+                    raise DgxError(f"grid {path}: lam.{method} names no method with a λ; use "
+                                   f"{', '.join(m for m in METHODS if m != 'erm')}")
+                by_method[method] = _numbers(path, f"lam.{method}", lams)
+            grid["lam"] = next(iter(by_method.values()))  # placeholder axis; grid_for picks the method's
+        else:
+            grid[key] = _numbers(path, key, values)
+    return grid, by_method
 
 
 def load_budget(name_or_path: str) -> Budget:
@@ -83,13 +111,15 @@ def load_budget(name_or_path: str) -> Budget:
             names = sorted(p.stem for p in (sweeps_dir() / "budgets").glob("*.yaml"))
             raise DgxError(f"unknown budget {name_or_path!r}; choose from: {', '.join(names)} or pass a YAML file")
     raw = _read_yaml(path, "budget")
+    grid, by_method = load_grid(str(raw.get("grid", "appendix-a")))
     return Budget(
         name=path.stem,
         description=str(raw.get("description", "")),
-        grid=load_grid(str(raw.get("grid", "appendix-a"))),
+        grid=grid,
         seeds=int(raw.get("seeds", 10)),
         train=dict(raw.get("train") or {}),
         defaults={k: float(v) for k, v in (raw.get("defaults") or {}).items()},
+        lam_by_method=by_method,
     )
 
 

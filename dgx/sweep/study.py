@@ -53,6 +53,7 @@ class SweepPlan:
     device: str = "auto"
     sampler: str = "grid"  # grid (exact, the paper's) | tpe | random (over the same grid values)
     pruner: str = "none"  # none | median | hyperband, acting on per-epoch source-val AUROC
+    variant: str = ""  # "oracle": ERM on the source with its shortcut decorrelated (a reference row)
 
     @property
     def grid(self) -> dict[str, list[float]]:
@@ -67,7 +68,7 @@ class SweepPlan:
     def to_attrs(self) -> dict:
         """What a ``dgx worker`` needs to rebuild this plan from the study alone."""
         return {"budget": self.budget.name, "grid": self.grid, "seeds": self.seeds, "trials": self.trials,
-                "sampler": self.sampler, "pruner": self.pruner}
+                "sampler": self.sampler, "pruner": self.pruner, "variant": self.variant}
 
     @classmethod
     def from_study(cls, study: optuna.Study, device: str = "auto") -> "SweepPlan":
@@ -82,7 +83,8 @@ class SweepPlan:
         budget = Budget(name=plan["budget"], description="", grid={k: list(v) for k, v in plan["grid"].items()},
                         seeds=int(plan["seeds"]))
         return cls(base=base, budget=budget, study=study.study_name, storage="", trials=plan["trials"],
-                   seeds=int(plan["seeds"]), device=device, sampler=plan["sampler"], pruner=plan["pruner"])
+                   seeds=int(plan["seeds"]), device=device, sampler=plan["sampler"], pruner=plan["pruner"],
+                   variant=str(plan.get("variant", "")))
 
     def grid_points(self) -> list[dict]:
         """The points this sweep searches: the grid in a seeded shuffled order, capped at ``trials``.
@@ -218,8 +220,9 @@ def _objective(plan: SweepPlan, data: Bundle, settings: Settings, phase: str, gr
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
+        run_dir = runs / cfg.run_id(data.fingerprint)
         try:
-            result = train(cfg, data, runs / cfg.run_id(), device=plan.device, on_epoch=on_epoch, progress=bar)
+            result = train(cfg, data, run_dir, device=plan.device, on_epoch=on_epoch, progress=bar)
         except NonFiniteLossError as exc:
             trial.set_user_attr("fail_reason", str(exc))  # final: a rerun will not retry it
             wandb.finish(None, exit_code=1)
@@ -231,8 +234,8 @@ def _objective(plan: SweepPlan, data: Bundle, settings: Settings, phase: str, gr
             if stats["epoch"] not in reported:
                 trial.report(stats["val_auroc"], stats["epoch"])
         record_trial(trial, cfg, result, phase=phase, source=data.source, targets=list(data.targets),
-                     wandb_run=wandb.ref)
-        wandb.finish(result, run_dir=runs / cfg.run_id(), source=data.source, targets=list(data.targets))
+                     run_id=run_dir.name, variant=plan.variant, wandb_run=wandb.ref)
+        wandb.finish(result, run_dir=run_dir, source=data.source, targets=list(data.targets))
         return result.val_auroc
 
     return objective
