@@ -8,6 +8,7 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from dgx.cli import app
+from dgx.sweep.space import load_budget
 from tests.helpers import cli_data_args
 
 runner = CliRunner()
@@ -65,7 +66,15 @@ def test_sweep_then_report_then_resume(tmp_path, monkeypatch):
     erm = optuna.load_study(study_name="erm-none-decoy-cxr-quick", storage=url)
     erm_seeds = optuna.load_study(study_name="erm-none-decoy-cxr-quick.seeds", storage=url)
     assert all("lam" not in t.params and t.user_attrs["method"] == "erm" for t in erm.trials + erm_seeds.trials)
-    every = done + seeds.trials + erm.trials + erm_seeds.trials
+    # The oracle: ERM on the same source with the decoy decorrelated (decoy_strength=0.5), same targets.
+    oracle = optuna.load_study(study_name="erm-none-decoy-cxr-quick-oracle", storage=url)
+    oracle_seeds = optuna.load_study(study_name="erm-none-decoy-cxr-quick-oracle.seeds", storage=url)
+    for t in oracle.trials + oracle_seeds.trials:
+        assert t.user_attrs["variant"] == "oracle" and t.user_attrs["method"] == "erm"
+        assert t.user_attrs["config"]["data_options"]["decoy_strength"] == "0.5"
+    assert "Oracle (ERM, shortcut decorrelated)" in result.output and "oracle headroom" in result.output
+    assert "- RRR (periphery): " in result.output and "paired seeds" in result.output  # the paired test line
+    every = done + seeds.trials + erm.trials + erm_seeds.trials + oracle.trials + oracle_seeds.trials
     offline = sorted(p.name.rsplit("-", 1)[-1] for p in (tmp_path / "runs" / "wandb").glob("offline-run-*"))
     assert offline == sorted(t.user_attrs["wandb_run"] for t in every)
     best = max(done, key=lambda t: t.value)
@@ -82,6 +91,15 @@ def test_sweep_then_report_then_resume(tmp_path, monkeypatch):
     first = next(i for i, l in enumerate(lines) if "mimic-cxr-synth" in l)
     rows = [l for l in lines[first : first + 2] if "RRR (periphery)" in l]  # the domain's block: ERM, RRR
     assert rows and cell in rows[0], (cell, report.output)
+
+    # The attribution audit reads every seeds run's selected checkpoint: one row per method and domain.
+    png = tmp_path / "attribution.png"
+    audit = invoke("analyze", "attribution", "--storage", url, "--max-images", "16", "--out", str(png))
+    assert audit.exit_code == 0, audit.output
+    for label in ("RRR (periphery)", "ERM", "Oracle (ERM, shortcut decorrelated)"):
+        assert f"| {label} " in audit.output, audit.output
+    assert "decoy % (area %)" in audit.output and audit.output.count("mimic-cxr-synth") == 3
+    assert png.stat().st_size > 0
 
     # Rerunning the same command resumes: nothing new is trained.
     again = invoke(*args)
@@ -154,8 +172,8 @@ def test_sweep_with_other_samplers_and_pruners(tmp_path, sampler, pruner):
     assert result.exit_code == 0, result.output
     study = optuna.load_study(study_name="rrr-abnormality-decoy-cxr-quick", storage=url)
     finished = [t for t in study.trials if t.state.is_finished()]
-    assert len(finished) == 4
+    grid = load_budget("quick").grid_for("rrr")
+    assert len(finished) == min(4, len(grid["lam"]) * len(grid["lr"]) * len(grid["wd"]))  # --trials caps the grid
     # every trial reported its source-val AUROC per epoch (cached reruns of a point too), so pruners can act
     assert all(len(t.intermediate_values) >= 1 for t in finished)
-    grid_values = {1.0e-3, 1.0e-1}
-    assert all(t.params["lam"] in grid_values for t in finished)
+    assert all(t.params["lam"] in set(grid["lam"]) for t in finished)

@@ -43,3 +43,43 @@ def gaze(
     typer.echo(f"gaze dwell in image-left half: {data.gaze_left:.3f} "
                "(the upper-half share under the official code's transposed binning)")
     typer.echo(f"wrote {path}")
+
+
+@analyze_app.command("attribution")
+def attribution(
+    study: Annotated[Optional[list[str]], typer.Option("--study", help="Study name or prefix, repeatable (e.g. the main job's rrr-periphery-decoy-cxr-quick and erm-none-decoy-cxr-quick). Default: every study.")] = None,
+    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL. Default: DGX_STORAGE or sqlite:///runs/dgx.db.")] = None,
+    phase: Annotated[str, typer.Option("--phase", help="Trials to audit: seeds (the table's runs) | search | all.")] = "seeds",
+    runs_dir: Annotated[Optional[Path], typer.Option("--runs-dir", help="Where the run folders (checkpoints) are. Default: DGX_RUNS_DIR or ./runs.")] = None,
+    max_images: Annotated[int, typer.Option("--max-images", min=1, help="Images per domain and run (spread evenly over the split).")] = 256,
+    domain: Annotated[Optional[str], typer.Option("--domain", help="Domain shown in the figure. Default: the source test split.")] = None,
+    out: OutOpt = Path("figures/attribution.png"),
+    device: Annotated[str, typer.Option("--device", help="cpu | cuda | cuda:N.")] = "cpu",
+) -> None:
+    """Where each method's selected checkpoints look: saliency mass on the abnormality, the periphery, the decoy, elsewhere.
+
+    Prints one row per method and domain (source test and every target) with the
+    share of |∂(z₁−z₀)/∂x| in each region, the region's share of the image area
+    beside it, and writes a PNG of mean saliency per method over the mean image.
+    """
+    from dgx.analyze.attribution import audit_runs, audit_table, figure, study_runs
+    from dgx.errors import DgxError
+
+    settings = get_settings()
+    if phase not in ("seeds", "search", "all"):
+        raise DgxError(f"--phase {phase!r} must be seeds, search or all")
+    refs = study_runs(storage or settings.default_storage(), tuple(study) if study else None,
+                      None if phase == "all" else phase, runs_dir or settings.runs_dir)
+    groups, data_of = audit_runs(refs, settings.data_dir, device, max_images)
+    counts = {label: sum(r.label == label for r in refs) for label in groups}
+    typer.echo("Saliency mass by region, % of |∂(z₁−z₀)/∂x| (area % in parentheses), mean over runs\n")
+    typer.echo(audit_table(groups, counts))
+    first = next(iter(data_of.values()))
+    shown = domain or first.source
+    split = {first.source: first.test, **first.targets}.get(shown)
+    if split is None:
+        raise DgxError(f"--domain {shown!r} is not a domain of {first.name}; choose from: "
+                       f"{', '.join([first.source, *first.targets])}")
+    outline = {k: split.anatomy[k].mean(0) for k in ("periphery", "decoy") if k in split.anatomy}
+    path = figure(groups, split.images.mean(0), shown, out, outline)
+    typer.echo(f"\nwrote {path}")
