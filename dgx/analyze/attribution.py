@@ -123,14 +123,18 @@ def mean_audits(audits: list[Audit]) -> Audit:
 
 
 def figure(groups: dict[str, Audit], mean_image: np.ndarray, domain: str, out: Path,
-           outline: dict[str, np.ndarray] | None = None) -> Path:
-    """Mean image, then one panel of mean saliency per method (shared colour scale), on one domain."""
+           outline: dict[str, np.ndarray] | None = None, columns: int = 4) -> Path:
+    """Mean image, then one panel of mean saliency per method (shared colour scale), on one domain,
+    wrapped into rows of ``columns`` panels."""
     from dgx.analyze.figures import _pyplot, save_png
 
     plt = _pyplot()
     names = [g for g in groups if domain in groups[g].mean_map]
-    fig, axes = plt.subplots(1, len(names) + 1, figsize=(3.1 * (len(names) + 1), 3.5), constrained_layout=True)
-    axes = np.atleast_1d(axes)
+    cols = min(columns, len(names) + 1)
+    rows = -(-(len(names) + 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols + 0.8, 3.2 * rows + 0.4), constrained_layout=True,
+                             squeeze=False)
+    axes = axes.ravel()
     axes[0].imshow(mean_image, cmap="gray")
     axes[0].set_title(f"mean image\n{domain}", fontsize=9)
     top = max(float(np.quantile(groups[g].mean_map[domain], 0.995)) for g in names) if names else 1.0
@@ -144,14 +148,24 @@ def figure(groups: dict[str, Audit], mean_image: np.ndarray, domain: str, out: P
         s = groups[name].shares[domain]
         ax.set_title(f"{name}\n" + ", ".join(f"{k} {100 * v:.0f}%" for k, v in s.items() if k != "elsewhere"),
                      fontsize=8)
+    for ax in axes[len(names) + 1:]:
+        ax.axis("off")
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
     if im is not None:
-        fig.colorbar(im, ax=list(axes[1:]), shrink=0.8, label="mean saliency (share per pixel)")
-    fig.suptitle("Where each method looks: |∂(z₁−z₀)/∂x| averaged over images "
+        fig.colorbar(im, ax=list(axes), shrink=0.6, label="mean saliency (share of the image's mass per pixel)")
+    fig.suptitle("Where each method looks: |∂(z₁−z₀)/∂x| averaged over images; share of saliency mass per region "
                  "(yellow: mean periphery band, blue: mean decoy box)", fontsize=9)
     return save_png(fig, out)
+
+
+def ordered(groups: dict[str, Audit]) -> dict[str, Audit]:
+    """ERM first, then the oracle, then the methods by name: the reading order of the table and figure."""
+    def rank(label: str) -> tuple[int, str]:
+        return (0 if label == "ERM" else 1 if label.startswith("Oracle") else 2, label)
+
+    return {label: groups[label] for label in sorted(groups, key=rank)}
 
 
 @dataclass
@@ -221,7 +235,7 @@ def audit_runs(refs: list[RunRef], data_dir: Path, device: str = "cpu",
             per_label.setdefault(ref.label, []).append(audit_model(model, bundles[key], device, max_images))
             data_of.setdefault(ref.label, bundles[key])
             bar.update(task, advance=1, status=ref.label)
-    return {label: mean_audits(audits) for label, audits in per_label.items()}, data_of
+    return ordered({label: mean_audits(audits) for label, audits in per_label.items()}), data_of
 
 
 def audit_table(groups: dict[str, Audit], runs: dict[str, int]) -> str:
