@@ -86,13 +86,13 @@ def sweep(
         f"  model {cfg.model} (weights {cfg.weights}), {bundle.image_size} px, batch {cfg.batch_size}, "
         f"{cfg.num_epochs} epochs, data {cfg.dataset} ({len(bundle.train)} train / {len(bundle.val)} val, "
         f"{len(bundle.targets)} targets)",
-        f"  search {plan.n_points} grid points of {grid}, then {plan.seeds} seeds of the best",
+        f"  search {_count(plan.n_points, 'grid point')} of {grid}, then {_count(plan.seeds, 'seed')} of the best",
     ]
     for extra in plans[1:]:
         what = ("oracle: ERM on the source with the shortcut decorrelated (" +
                 ", ".join(f"{k}={v}" for k, v in ORACLES.get(cfg.dataset, {}).items()) + "; --no-oracle skips it)"
                 if extra.variant == "oracle" else "baseline: ERM (--no-baseline skips it)")
-        lines.append(f"  {what}, {extra.n_points} grid points + {plan.seeds} seeds")
+        lines.append(f"  {what}, {_count(extra.n_points, 'grid point')} + {_count(plan.seeds, 'seed')}")
     lines.append(f"  storage {url}; W&B mode {settings.resolved_wandb_mode()}")
     if spec.parallel:
         where = f"GPUs {','.join(spec.gpus)}" if spec.gpus else "CPU"
@@ -106,6 +106,10 @@ def sweep(
         return
     console.print(f"sweep finished in {time.perf_counter() - started:.0f} s; studies {', '.join(names)} in {url}")
     typer.echo(build_report(url, study_prefix=tuple(names), phase="seeds"))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def execute(plans, spec, url: str, device: str, settings, bundle) -> list[str] | None:
