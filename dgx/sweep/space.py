@@ -40,7 +40,10 @@ class Budget:
     def grid_for(self, method: str) -> dict[str, list[float]]:
         """ERM has no λ: its grid drops that axis. A per-method λ list replaces the shared one."""
         grid = {k: v for k, v in self.grid.items() if not (method == "erm" and k == "lam")}
-        if method != "erm" and method in self.lam_by_method:
+        if method != "erm" and self.lam_by_method:
+            if method not in self.lam_by_method:
+                raise DgxError(f"budget {self.name!r}: its grid gives λ per method and none for {method}; "
+                               f"add lam.{method} to the grid file")
             grid["lam"] = list(self.lam_by_method[method])
         return grid
 
