@@ -1,9 +1,11 @@
 """Backbone factory: any torchvision classifier with a 2-class head.
 
 Images arrive as uint8 grayscale (B, 1, H, W). :func:`to_input` replicates them
-to 3 channels and applies ImageNet normalization, because that is the tensor
-the paper's reference code fed its ResNet-50 and took input gradients of; so
-RRR/GradMask penalties (and their λ grids) are measured on the same scale.
+to 3 channels and applies ImageNet normalization (the statistics of the
+pretrained weights). Input gradients, and so the RRR/GradMask penalties, are
+taken with respect to that tensor. The paper's released code normalized
+instead with the training images' single-channel statistics (mean 0.48865,
+std 0.24621, replicated to 3 channels); the README's fidelity table lists this.
 """
 
 from __future__ import annotations

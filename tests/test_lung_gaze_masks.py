@@ -127,15 +127,16 @@ def _gaze_csv(path, manifests, corner: dict[str, tuple[float, float]]) -> None:
 
 
 def test_gaze_mask_kind(siim, tmp_path):  # noqa: F811
-    """Positives with gaze get their thresholded heatmap; orientation is row = y, column = x."""
+    """Positives with gaze get their thresholded heatmap; orientation is row = x, column = y."""
     root, rle, manifests = siim
     train = read_manifest(manifests[0])
     ids = [p.rsplit("/", 1)[-1].removesuffix(".dcm") for p in train["image"]]
     pos = [i for i, label in zip(ids, train["label"]) if label == 1]
     neg = [i for i, label in zip(ids, train["label"]) if label == 0]
-    # First positive looks top-right (x=0.8, y=0.1); a negative has gaze too; the second positive has none.
+    # First positive looks top-right (x=0.1: top row, y=0.8: right column); a negative has gaze too;
+    # the second positive has none.
     gaze = tmp_path / "gaze.csv"
-    _gaze_csv(gaze, manifests, {pos[0]: (0.8, 0.1), neg[0]: (0.2, 0.8)})
+    _gaze_csv(gaze, manifests, {pos[0]: (0.1, 0.8), neg[0]: (0.8, 0.2)})
     path = build_cache(manifests, root, 32, tmp_path / "cache", rle=rle, gaze=gaze, gaze_quantile=0.9)
     arrays, index = load_cache(path), read_index(path)
     assert index["masks"] == ["abnormality", "scaled", "periphery", "gaze"]
@@ -144,7 +145,7 @@ def test_gaze_mask_kind(siim, tmp_path):  # noqa: F811
     m = g[first].astype(bool)
     assert 0.05 < m.mean() <= 0.1 + 1e-9  # above the 0.9 quantile
     rows, cols = np.nonzero(m)
-    assert rows.mean() < 8 and cols.mean() > 22  # top-right: y -> row, x -> column
+    assert rows.mean() < 8 and cols.mean() > 22  # top-right: x -> row, y -> column
     fix = pd.read_csv(gaze).query("image_id == @pos[0]")
     want = gaze_mask(gaze_heatmap(fix, 32, GAZE_SIGMA * 32), 0.9)
     assert np.array_equal(m, want)

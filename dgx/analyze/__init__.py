@@ -91,7 +91,7 @@ class Figure1:
     n_positive: int  # CXR-P train+val positives with an RLE mask
     abnormality_upper: float  # share of abnormality mass in the top half (full 1024 px resolution)
     gaze_upper: float  # share of gaze dwell in the top half
-    gaze_left: float  # share of gaze dwell in the image-left half
+    gaze_abnormality_r: float  # pixel correlation of the mean gaze map with the mean abnormality map
 
 
 def figure1_data(reference: Path, size: int = 128, sigma: float = 3.0, rle_path: Path | None = None,
@@ -135,5 +135,5 @@ def figure1_data(reference: Path, size: int = 128, sigma: float = 3.0, rle_path:
         n_positive=len(rles),
         abnormality_upper=upper_half_fraction(full),
         gaze_upper=upper_half_fraction(heat),
-        gaze_left=upper_half_fraction(heat.T),
+        gaze_abnormality_r=float(np.corrcoef(heat.ravel(), small.ravel())[0, 1]),
     )

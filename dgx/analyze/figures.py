@@ -56,8 +56,8 @@ def figure1(data: Figure1, out: Path, quantile: float = 0.8) -> Path:
     panels = [
         (axes[0], shown, "inferno", "relative gaze dwell",
          f"A. Mean radiologist gaze (top {100 * (1 - quantile):.0f}% of pixels)\n"
-         f"{data.n_gaze} CXR-P train/val images; dwell: {100 * data.gaze_upper:.0f}% upper half, "
-         f"{100 * data.gaze_left:.0f}% image-left half"),
+         f"{data.n_gaze} CXR-P train/val images; dwell: {100 * data.gaze_upper:.0f}% upper half; "
+         f"r = {data.gaze_abnormality_r:.2f} with B"),
         (axes[1], abn, "jet", "fraction of positives annotated",
          f"B. Mean pneumothorax annotation\n"
          f"{data.n_positive} CXR-P train/val positives; {100 * data.abnormality_upper:.0f}% of mass in upper half"),

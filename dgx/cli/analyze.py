@@ -39,9 +39,7 @@ def gaze(
     typer.echo(f"positive masks (CXR-P train/val positives with RLE): {data.n_positive}")
     typer.echo(f"abnormality mass in upper half: {data.abnormality_upper:.3f}")
     typer.echo(f"gaze dwell in upper half: {data.gaze_upper:.3f}")
-    # The official code binned gaze transposed, so its "upper half" is our image-left half.
-    typer.echo(f"gaze dwell in image-left half: {data.gaze_left:.3f} "
-               "(the upper-half share under the official code's transposed binning)")
+    typer.echo(f"pixel correlation of mean gaze with mean abnormality: {data.gaze_abnormality_r:.3f}")
     typer.echo(f"wrote {path}")
 
 

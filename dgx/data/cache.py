@@ -69,7 +69,9 @@ def mask_options(size: int, lung_dir: Path | None = None, rle: Path | None = Non
     if gaze:
         if not 0 <= gaze_quantile < 1:
             raise DgxError(f"--gaze-quantile must be in [0, 1), got {gaze_quantile}")
-        options.update(gaze=_sha(Path(gaze)), gaze_sigma=GAZE_SIGMA * size, gaze_quantile=gaze_quantile)
+        # gaze_rows: which fixation coordinate bins to rows; a cache built before the fix (rows from y) differs.
+        options.update(gaze=_sha(Path(gaze)), gaze_sigma=GAZE_SIGMA * size, gaze_quantile=gaze_quantile,
+                       gaze_rows="x")
     return options
 
 
