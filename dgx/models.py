@@ -112,32 +112,62 @@ class InputNormalizer:
         return out
 
 
+# `--weights imagenet` means the weights torchvision's `pretrained=True` gave, which is what the
+# paper used: IMAGENET1K_V1. torchvision's DEFAULT is V2 for ResNet-50 (other training recipe).
+IMAGENET_TAG = "IMAGENET1K_V1"
+
+
+def resolve_weights(name: str, weights: str) -> str:
+    """The weights a config names, made exact: ``imagenet`` -> ``imagenet:IMAGENET1K_V1`` (the paper's;
+    a model without V1 gets its torchvision DEFAULT), ``imagenet:TAG`` checked; others unchanged.
+
+    The exact name is what a run's config, and so its run id and its trial, record.
+    """
+    if weights != "imagenet" and not weights.startswith("imagenet:"):
+        return weights
+    if name in NARROW_RESNETS:
+        raise DgxError(f"{name} is a dgx model with no ImageNet weights; pass --weights none or a PATH")
+    if name not in available_models():
+        raise unknown_choice("model", name, ["resnet50", "resnet18", *NARROW_RESNETS, "densenet121",
+                                             "... (any torchvision classifier)"])
+    enum = torchvision.models.get_model_weights(name)
+    tags = [w.name for w in enum]
+    if weights == "imagenet":
+        return f"imagenet:{IMAGENET_TAG if IMAGENET_TAG in tags else enum.DEFAULT.name}"
+    tag = weights.split(":", 1)[1]
+    if tag not in tags:
+        raise DgxError(f"--weights {weights}: {name} has no weights {tag!r}; choose from: "
+                       f"{', '.join('imagenet:' + t for t in tags)}")
+    return weights
+
+
 def build_model(name: str = "resnet50", weights: str = "imagenet") -> nn.Module:
     """A torchvision classifier with a 2-class head.
 
-    ``weights``: ``imagenet`` (torchvision's weights, from its normal cache),
-    ``none`` (random init) or a path to a state dict (a torchvision model's, or a
-    dgx checkpoint's ``model`` entry). Head weights whose shape does not match
-    the 2-class head are left at their random init.
+    ``weights``: ``imagenet`` (IMAGENET1K_V1, the paper's; from torchvision's
+    normal cache), ``imagenet:TAG`` (e.g. ``imagenet:IMAGENET1K_V2``), ``none``
+    (random init) or a path to a state dict (a torchvision model's, or a dgx
+    checkpoint's ``model`` entry). Head weights whose shape does not match the
+    2-class head are left at their random init.
     """
     if name not in available_models():
         raise unknown_choice("model", name, ["resnet50", "resnet18", *NARROW_RESNETS, "densenet121",
                                              "... (any torchvision classifier)"])
+    weights = resolve_weights(name, weights)
     if name in NARROW_RESNETS:
         model = narrow_resnet(NARROW_RESNETS[name])
-        if weights == "imagenet":
-            raise DgxError(f"{name} is a dgx model with no ImageNet weights; pass --weights none or a PATH")
     else:
         model = torchvision.models.get_model(name, weights=None, num_classes=NUM_CLASSES)
     if weights == "none":
         return model
-    state = _imagenet_state(name) if weights == "imagenet" else _file_state(Path(weights))
+    imagenet = weights.startswith("imagenet:")
+    state = _imagenet_state(name, weights.split(":", 1)[1]) if imagenet else _file_state(Path(weights))
     _load_matching(model, state, source=weights)
     return model
 
 
-def _imagenet_state(name: str) -> dict[str, torch.Tensor]:
-    spec = torchvision.models.get_model_weights(name).DEFAULT
+def _imagenet_state(name: str, tag: str) -> dict[str, torch.Tensor]:
+    spec = torchvision.models.get_model_weights(name)[tag]
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(spec.url).name
     if cached.is_file():
         return torch.load(cached, map_location="cpu", weights_only=True)
@@ -148,7 +178,7 @@ def _imagenet_state(name: str) -> dict[str, torch.Tensor]:
         return spec.get_state_dict(progress=False)
     except Exception as exc:  # noqa: BLE001 - any download failure means the same fix
         raise DgxError(
-            f"ImageNet weights for {name} are not cached at {cached} and could not be downloaded "
+            f"ImageNet weights {tag} for {name} are not cached at {cached} and could not be downloaded "
             f"({type(exc).__name__}); copy {Path(spec.url).name} from {spec.url} to {cached.parent}/, "
             "or pass --weights PATH to a state dict, or --weights none"
         ) from None

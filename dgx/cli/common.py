@@ -24,7 +24,7 @@ DataOpt = Annotated[str, typer.Option("--data", help="Dataset: decoy-cxr (built-
 DataOptsOpt = Annotated[Optional[list[str]], typer.Option("--data-opt", help="Dataset option KEY=VALUE, repeatable (e.g. decoy_strength=0.99).")]
 BudgetOpt = Annotated[str, typer.Option("--budget", help="Budget from sweeps/budgets (quick = CPU default, paper = the paper's full setting) or a YAML file.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="torchvision classifier, e.g. resnet50 (paper) or resnet18 (CPU). Default: from the budget.")]
-WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help="imagenet | none | PATH to a state dict. Default: from the budget.")]
+WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help="imagenet (IMAGENET1K_V1, the paper's) | imagenet:TAG (e.g. imagenet:IMAGENET1K_V2) | none | PATH to a state dict. Default: from the budget.")]
 ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", min=16, help="Image side in pixels. Default: from the budget.")]
 EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", min=0, help="Epochs; 0 = paper's (ERM 15, others 100). Default: from the budget.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=2, help="Training batch size (paper: 16).")]
@@ -76,6 +76,8 @@ def resolve_config(method: str, mask: str | None, data: str, data_opt: list[str]
         if mask not in (None, "none"):
             log.warning("erm uses no mask; ignoring --mask %s", mask)
         mask = "none"
+    from dgx.models import resolve_weights
+
     train = budget.train
     cfg = TrainConfig(
         method=method,
@@ -84,7 +86,7 @@ def resolve_config(method: str, mask: str | None, data: str, data_opt: list[str]
         data_options=parse_data_options(data_opt),
         image_size=image_size if image_size is not None else train.get("image_size"),
         model=model or train.get("model", "resnet50"),
-        weights=weights or train.get("weights", "imagenet"),
+        weights=resolve_weights(model or train.get("model", "resnet50"), weights or train.get("weights", "imagenet")),
         lr=lr if lr is not None else budget.defaults.get("lr", 1e-4),
         wd=wd if wd is not None else budget.defaults.get("wd", 0.0),
         lam=0.0 if method == "erm" else (lam if lam is not None else budget.default_lam(method)),
