@@ -112,6 +112,12 @@ class InputNormalizer:
         return out
 
 
+def _check_model(name: str) -> None:
+    if name not in available_models():
+        raise unknown_choice("model", name, ["resnet50", "resnet18", *NARROW_RESNETS, "densenet121",
+                                             "... (any torchvision classifier)"])
+
+
 # `--weights imagenet` means the weights torchvision's `pretrained=True` gave, which is what the
 # paper used: IMAGENET1K_V1. torchvision's DEFAULT is V2 for ResNet-50 (other training recipe).
 IMAGENET_TAG = "IMAGENET1K_V1"
@@ -125,11 +131,9 @@ def resolve_weights(name: str, weights: str) -> str:
     """
     if weights != "imagenet" and not weights.startswith("imagenet:"):
         return weights
+    _check_model(name)
     if name in NARROW_RESNETS:
         raise DgxError(f"{name} is a dgx model with no ImageNet weights; pass --weights none or a PATH")
-    if name not in available_models():
-        raise unknown_choice("model", name, ["resnet50", "resnet18", *NARROW_RESNETS, "densenet121",
-                                             "... (any torchvision classifier)"])
     enum = torchvision.models.get_model_weights(name)
     tags = [w.name for w in enum]
     if weights == "imagenet":
@@ -150,9 +154,7 @@ def build_model(name: str = "resnet50", weights: str = "imagenet") -> nn.Module:
     checkpoint's ``model`` entry). Head weights whose shape does not match the
     2-class head are left at their random init.
     """
-    if name not in available_models():
-        raise unknown_choice("model", name, ["resnet50", "resnet18", *NARROW_RESNETS, "densenet121",
-                                             "... (any torchvision classifier)"])
+    _check_model(name)
     weights = resolve_weights(name, weights)
     if name in NARROW_RESNETS:
         model = narrow_resnet(NARROW_RESNETS[name])

@@ -183,7 +183,7 @@ def study_runs(storage: str, study_prefix: tuple[str, ...] | None, phase: str | 
     from optuna.trial import TrialState
 
     from dgx.errors import DgxError
-    from dgx.report.load import ORACLE, _open, _study_names
+    from dgx.report.load import _open, _study_names, report_method
     from dgx.report.tables import method_label
 
     store, label = _open(storage)
@@ -198,8 +198,8 @@ def study_runs(storage: str, study_prefix: tuple[str, ...] | None, phase: str | 
             if not checkpoint.is_file():
                 missing += 1
                 continue
-            method = ORACLE if attrs.get("variant") == ORACLE else str(attrs["method"])
-            refs.append(RunRef(method_label(method, str(attrs["mask"])), dict(attrs["config"]), checkpoint))
+            refs.append(RunRef(method_label(report_method(attrs), str(attrs["mask"])), dict(attrs["config"]),
+                               checkpoint))
     if missing:
         log.warning("%d trial(s) have no checkpoint under %s/runs (another machine's runs folder?); skipped",
                     missing, runs_dir)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Annotated, Optional
 
 import typer
 
 from dgx.cli import common as c
 from dgx.config import get_settings
-from dgx.data import oracle_options
 from dgx.errors import DgxError
 from dgx.progress import console
 
@@ -102,10 +101,8 @@ def reproduce(
             plan = SweepPlan(base=cfg, budget=plan_budget, study=study_name(cfg, plan_budget.name), storage=url,
                              trials=trials, seeds=seeds or spec.seeds, device=device)
             plans.append(plan)
-            shortcut_free = oracle_options(cfg.dataset, cfg.data_options) if spec.oracle else None
-            if exp.method == "erm" and shortcut_free is not None:
-                oracle = replace(plan, base=replace(cfg, data_options=shortcut_free), variant="oracle",
-                                 study=plan.study + "-oracle")
+            oracle = plan.oracle() if spec.oracle and exp.method == "erm" else None
+            if oracle is not None:
                 plans.append(oracle)
                 rows.append((spec.name, oracle.study, oracle.n_points, oracle.seeds, cfg.num_epochs,
                              oracle.n_points + oracle.seeds, 0.0, oracle.study in seen))

@@ -10,7 +10,7 @@ import typer
 
 from dgx.cli import common as c
 from dgx.config import get_settings
-from dgx.data import ORACLES, oracle_options
+from dgx.data import ORACLES
 from dgx.models import build_model
 from dgx.progress import console
 
@@ -68,14 +68,11 @@ def sweep(
                       launcher=launcher, partition=partition, time_min=time_min, trials_per_gpu=trials_per_gpu)
     spec.check(url)
     plans = [plan]
-    erm = replace(cfg, method="erm", mask="none", lam=0.0, actdiff_layers="all", negative_masks="ones")
     if baseline and cfg.method != "erm":
-        plans.append(replace(plan, base=erm, study=study_name(erm, plan_budget.name, prefix=study)))
-    shortcut_free = oracle_options(cfg.dataset, cfg.data_options)
-    if baseline and oracle and cfg.method != "erm" and shortcut_free is not None:
-        base = replace(erm, data_options=shortcut_free)
-        plans.append(replace(plan, base=base, variant="oracle",
-                             study=study_name(erm, plan_budget.name, prefix=study) + "-oracle"))
+        erm = replace(cfg, method="erm", mask="none", lam=0.0, actdiff_layers="all", negative_masks="ones")
+        erm_plan = replace(plan, base=erm, study=study_name(erm, plan_budget.name, prefix=study))
+        oracle_plan = erm_plan.oracle() if oracle else None
+        plans += [erm_plan] + ([oracle_plan] if oracle_plan else [])
     build_model(cfg.model, cfg.weights)  # fail fast on bad model, weights or storage, before building data
     open_storage(url)
     started = time.perf_counter()

@@ -26,6 +26,12 @@ COLUMNS = ("study", "trial", "dataset", "method", "mask", "phase", "seed", "doma
 
 ORACLE = "oracle"  # the method name the tables give to trials of the oracle variant
 
+
+def report_method(attrs: dict) -> str:
+    """The method a trial is reported as: its own, or ``oracle`` for the oracle variant (ERM on the
+    source with its shortcut decorrelated), which is a row of its own."""
+    return ORACLE if attrs.get("variant") == ORACLE else str(attrs["method"])
+
 # Attrs a dgx trial must carry for its results to be reportable. "config" and
 # "val_auroc" are deliberately absent: the tables never read them.
 _REQUIRED = ("method", "mask", "dataset", "source", "targets", "phase", "seed", "auroc")
@@ -116,8 +122,7 @@ def _trial_rows(study: str, number: int, attrs: dict) -> list[tuple]:
     auroc = attrs["auroc"]
     if not isinstance(auroc, dict):
         raise DgxError(f"trial #{number} of study {study!r} has a non-dict 'auroc' attr ({auroc!r})")
-    # An oracle (ERM on the source with its shortcut decorrelated) is a row of its own.
-    method = ORACLE if attrs.get("variant") == ORACLE else str(attrs["method"])
+    method = report_method(attrs)
     common = (study, number, str(attrs["dataset"]), method, str(attrs["mask"]),
               str(attrs["phase"]), int(attrs["seed"]))
     run_id = str(attrs.get("run_id", ""))

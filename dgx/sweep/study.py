@@ -26,6 +26,7 @@ import optuna
 from optuna.trial import TrialState
 
 from dgx.config import Settings
+from dgx.data import oracle_options
 from dgx.data.base import Bundle
 from dgx.errors import DgxError, unknown_choice
 from dgx.progress import make_progress
@@ -58,6 +59,15 @@ class SweepPlan:
     @property
     def grid(self) -> dict[str, list[float]]:
         return self.budget.grid_for(self.base.method)
+
+    def oracle(self) -> SweepPlan | None:
+        """This plan on the dataset's oracle source (its known shortcut decorrelated from the label),
+        as study ``<study>-oracle``; None where the dataset has no oracle."""
+        options = oracle_options(self.base.dataset, self.base.data_options)
+        if options is None:
+            return None
+        return replace(self, base=replace(self.base, data_options=options), variant="oracle",
+                       study=f"{self.study}-oracle")
 
     @property
     def n_points(self) -> int:
