@@ -1,11 +1,11 @@
 """Backbone factory: any torchvision classifier with a 2-class head.
 
 Images arrive as uint8 grayscale (B, 1, H, W). :func:`to_input` replicates them
-to 3 channels and applies ImageNet normalization (the statistics of the
-pretrained weights). Input gradients, and so the RRR/GradMask penalties, are
-taken with respect to that tensor. The paper's released code normalized
-instead with the training images' single-channel statistics (mean 0.48865,
-std 0.24621, replicated to 3 channels); the README's fidelity table lists this.
+to 3 channels and normalizes them: by default with the ImageNet statistics the
+pretrained weights expect (``imagenet``), or, as the paper's released code did
+(``utils.py:get_data_transforms``, the ``official`` profile), with one mean
+0.48865 and std 0.24621 replicated to 3 channels (``cxr``). Input gradients, and
+so the RRR/GradMask penalties, are taken with respect to that tensor.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from dgx.errors import DgxError, unknown_choice
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CXR_MEAN, CXR_STD = (0.48865,) * 3, (0.24621,) * 3  # the released code's "cxr" statistics, one grey channel x 3
+NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "cxr": (CXR_MEAN, CXR_STD)}
 NUM_CLASSES = 2
 
 
@@ -57,21 +59,24 @@ def narrow_resnet(width: int, num_classes: int = NUM_CLASSES) -> nn.Module:
     return model
 
 
-def _affine(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _affine(device: torch.device, normalization: str = "imagenet") -> tuple[torch.Tensor, torch.Tensor]:
     """(shift, scale) with normalized = shift + pixel × scale, per channel, shape (1, 3, 1, 1)."""
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    if normalization not in NORMALIZATIONS:
+        raise unknown_choice("normalization", normalization, NORMALIZATIONS)
+    mean_values, std_values = NORMALIZATIONS[normalization]
+    mean = torch.tensor(mean_values, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(std_values, device=device).view(1, 3, 1, 1)
     return -mean / std, 1.0 / (255.0 * std)
 
 
-def to_input(images: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def to_input(images: torch.Tensor, out: torch.Tensor | None = None, normalization: str = "imagenet") -> torch.Tensor:
     """uint8 (B, 1, H, W) → normalized float (B, 3, H, W) on the same device.
 
-    (x / 255 − mean) / std per ImageNet channel, as one fused multiply-add that
+    (x / 255 − mean) / std per channel (see :data:`NORMALIZATIONS`), as one fused multiply-add that
     broadcasts the grey channel to three. ``out`` (float, (B, 3, H, W)) is
     written in place when given: see :class:`InputNormalizer`.
     """
-    shift, scale = _affine(images.device)
+    shift, scale = _affine(images.device, normalization)
     kwargs = {} if out is None else {"out": out}
     return torch.addcmul(shift, images.float(), scale, **kwargs)
 
@@ -90,15 +95,16 @@ class InputNormalizer:
     makes this unnecessary, so it just calls :func:`to_input`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, normalization: str = "imagenet") -> None:
         self._slots: dict[tuple, tuple[torch.Tensor, list[torch.Tensor]]] = {}
         self._turn = 0
-        shift, scale = _affine(torch.device("cpu"))
+        self.normalization = normalization
+        shift, scale = _affine(torch.device("cpu"), normalization)
         self._coefficients = [(shift.flatten()[c].clone(), float(scale.flatten()[c])) for c in range(3)]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if images.device.type != "cpu":
-            return to_input(images)
+            return to_input(images, normalization=self.normalization)
         b, _, h, w = images.shape
         key = (b, h, w)
         if key not in self._slots:

@@ -1,8 +1,11 @@
 """The training loop: one function, read top to bottom.
 
-Adam + cosine schedule; model selection on **source-validation** AUROC only
-(targets are evaluated once, on the selected checkpoint, and never used to
-choose anything). Every epoch is checkpointed, so an interrupted run resumes
+Adam + cosine schedule; model selection on **source validation** only: AUROC
+(``paper`` profile) or, as the released code did, accuracy with later ties
+winning (``official``); targets are evaluated once, on the selected checkpoint,
+and never used to choose anything. The profile (dgx/profiles.py) also decides
+the source split, the masks' geometry, the input normalization and the methods'
+switches. Every epoch is checkpointed, so an interrupted run resumes
 where it stopped and finishes with exactly the metrics of an uninterrupted one
 (on CPU). A run folder is named by the hash of its config (DomainBed's idea),
 so rerunning a finished config returns its stored result at once.
@@ -29,8 +32,10 @@ from sklearn.metrics import roc_auc_score
 
 from dgx.data.base import Bundle, Split
 from dgx.data.loader import batches, num_batches
+from dgx.data.profile import for_profile
 from dgx.methods import build_method
 from dgx.models import InputNormalizer, build_model
+from dgx.profiles import get_profile
 from dgx.progress import make_progress
 
 log = logging.getLogger("dgx")
@@ -58,6 +63,7 @@ class TrainConfig:
     seed: int = 0  # init, batch order and ActDiff shuffles
     actdiff_layers: str = "all"  # ActDiff: all hooked layers, or only the last
     negative_masks: str = "ones"  # unannotated images' mask: ones (paper) | lungs | periphery (dgx)
+    profile: str = "paper"  # paper (the paper's text) | official (the released code), see dgx/profiles.py
 
     @property
     def num_epochs(self) -> int:
@@ -81,12 +87,14 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    val_auroc: float  # best source-validation AUROC: the model-selection criterion
+    val_auroc: float  # source-validation AUROC of the selected checkpoint (the sweep's objective)
     best_epoch: int  # 1-based epoch of the selected checkpoint
     auroc: dict[str, float]  # selected checkpoint's test AUROC per domain (source test + targets)
     history: list[dict] = field(default_factory=list)  # per epoch: train_loss, val_auroc, lr
     resumed_from: int = 0  # epochs already done when this process started
     wall_s: float = 0.0  # seconds spent by this process
+    val_accuracy: float = math.nan  # source-validation accuracy of the selected checkpoint
+    selection: str = "auroc"  # what chose the checkpoint: auroc (strict >) | accuracy (>=, the released code)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -118,16 +126,21 @@ def train(
     cuda = dev.type == "cuda"
     epochs = cfg.num_epochs
 
+    profile = get_profile(cfg.profile)
+    data = for_profile(data, profile, cfg.seed, cfg.mask)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, cfg.weights).to(dev)
     if cuda:
         model = model.to(memory_format=torch.channels_last)
-    method = build_method(cfg.method, cfg.lam, cfg.actdiff_layers)
+    # The released periphery path reseeded its shuffle with the run's seed on every call.
+    fixed_shuffle = cfg.seed if profile.shuffle == "released" and cfg.mask == "periphery" else None
+    method = build_method(cfg.method, cfg.lam, cfg.actdiff_layers, profile=profile, shuffle_seed=fixed_shuffle)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.wd)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
 
     start, best_val, best_epoch, history = 0, -math.inf, 0, []
+    by_accuracy = profile.select == "accuracy"
     last = run_dir / "last.pt"
     if last.exists():  # resume: restore everything that influences what comes next
         ck = torch.load(last, map_location=dev, weights_only=False)
@@ -143,7 +156,7 @@ def train(
     steps = num_batches(data.train, cfg.batch_size, drop_last=True)
     bar, own_bar = _progress(progress)
     task = bar.add_task(f"{cfg.method}/{cfg.mask} seed {cfg.seed}", total=epochs * steps, completed=start * steps, status="")
-    normalize = InputNormalizer()  # reused input buffers on CPU (see dgx.models)
+    normalize = InputNormalizer(profile.normalization)  # reused input buffers on CPU (see dgx.models)
     try:
         for epoch in range(start, epochs):
             model.train()
@@ -166,17 +179,22 @@ def train(
             if not math.isfinite(train_loss):
                 raise NonFiniteLossError(f"non-finite training loss ({train_loss}) in epoch {epoch + 1}; lower --lr or --lam")
             sched.step()
-            val = auroc(model, data.val, dev, eval_batch_size)
-            if val > best_val:  # strict: ties keep the earlier checkpoint
-                best_val, best_epoch = val, epoch + 1
+            val_scores = predict(model, data.val, dev, eval_batch_size, profile.normalization)
+            val = _auroc(np.asarray(data.val.labels), val_scores)
+            acc = accuracy(np.asarray(data.val.labels), val_scores)
+            # AUROC: strict, ties keep the earlier checkpoint; accuracy: >=, later ties win (released code).
+            if (acc >= best_val) if by_accuracy else (val > best_val):
+                best_val, best_epoch = (acc if by_accuracy else val), epoch + 1
                 _atomic_save(model.state_dict(), run_dir / "best.pt")
-            history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_auroc": val, "lr": opt.param_groups[0]["lr"]})
+            history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_auroc": val, "val_accuracy": acc,
+                            "lr": opt.param_groups[0]["lr"]})
             _atomic_save({"epoch": epoch + 1, "model": model.state_dict(), "opt": opt.state_dict(),
                           "sched": sched.state_dict(), "rng": torch.get_rng_state(),
                           "cuda_rng": torch.cuda.get_rng_state() if cuda else None,
                           "best_val": best_val, "best_epoch": best_epoch, "history": history,
                           "config": cfg.to_dict()}, last)
-            bar.update(task, status=f"loss {train_loss:.3f} val {val:.3f} best {best_val:.3f}")
+            bar.update(task, status=f"loss {train_loss:.3f} val {val:.3f} acc {acc:.1f}% best acc {best_val:.1f}%"
+                       if by_accuracy else f"loss {train_loss:.3f} val {val:.3f} best {best_val:.3f}")
             if on_epoch is not None:
                 on_epoch(epoch + 1, history[-1])
     finally:
@@ -187,28 +205,33 @@ def train(
 
     model.load_state_dict(torch.load(run_dir / "best.pt", map_location=dev, weights_only=True))
     domains = {data.source: data.test, **data.targets}
-    scores = {name: predict(model, split, dev, eval_batch_size) for name, split in domains.items()}
+    scores = {name: predict(model, split, dev, eval_batch_size, profile.normalization)
+              for name, split in domains.items()}
+    chosen = history[best_epoch - 1] if 0 < best_epoch <= len(history) else {}
     # The selected checkpoint's scores stay in the run folder (ROC curves, paired tests); never uploaded.
     save_scores(run_dir / SCORES_FILE, {name: (np.asarray(split.labels), scores[name]) for name, split in domains.items()})
     result = TrainResult(
-        val_auroc=best_val,
+        val_auroc=float(chosen.get("val_auroc", best_val)),
         best_epoch=best_epoch,
         auroc={name: _auroc(np.asarray(split.labels), scores[name]) for name, split in domains.items()},
         history=history,
         resumed_from=start,
         wall_s=time.perf_counter() - started,
+        val_accuracy=float(chosen.get("val_accuracy", math.nan)),
+        selection=profile.select,
     )
     _atomic_write_text(done, json.dumps(dataclasses.asdict(result), indent=1))
     return result
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, split: Split, device: torch.device, batch_size: int = 128) -> np.ndarray:
+def predict(model: torch.nn.Module, split: Split, device: torch.device, batch_size: int = 128,
+            normalization: str = "imagenet") -> np.ndarray:
     """P(pneumothorax) for every image of ``split``, in order."""
     model.eval()
     cuda = device.type == "cuda"
     out = []
-    normalize = InputNormalizer()
+    normalize = InputNormalizer(normalization)
     for images, _, _ in batches(split, batch_size):
         x = normalize(images.to(device))
         with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext():
@@ -217,11 +240,17 @@ def predict(model: torch.nn.Module, split: Split, device: torch.device, batch_si
     return torch.cat(out).numpy()
 
 
-def auroc(model: torch.nn.Module, split: Split, device: torch.device, batch_size: int = 128) -> float:
+def auroc(model: torch.nn.Module, split: Split, device: torch.device, batch_size: int = 128,
+          normalization: str = "imagenet") -> float:
     """AUROC (scikit-learn) of the model on a split; NaN if the split has one class."""
     if len(np.unique(split.labels)) < 2:
         return float("nan")
-    return _auroc(np.asarray(split.labels), predict(model, split, device, batch_size))
+    return _auroc(np.asarray(split.labels), predict(model, split, device, batch_size, normalization))
+
+
+def accuracy(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Share of images whose argmax class is the label (P(pneumothorax) > 0.5), in percent as released."""
+    return float(100.0 * np.mean((np.asarray(scores) > 0.5) == (np.asarray(labels) == 1)))
 
 
 def _auroc(labels: np.ndarray, scores: np.ndarray) -> float:

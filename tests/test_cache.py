@@ -50,12 +50,15 @@ def test_build_load_and_masks(siim, tmp_path):
             assert np.array_equal(arrays["abnormality"][i], want.astype(np.uint8))
             assert (arrays["scaled"][i] >= arrays["abnormality"][i]).all()
             assert (arrays["periphery"][i] >= arrays["abnormality"][i]).all()
+            # The released geometry (resize the full-size mask, then > 0) only grows it.
+            assert (arrays["abnormality_released"][i] >= arrays["abnormality"][i]).all()
+            assert arrays["abnormality_released"][i].sum() > arrays["abnormality"][i].sum()
             assert 0 < arrays["periphery"][i].mean() < 1  # a band from the lung template, not all ones
             # The bright lesion is where the mask is: pixels there are brighter than elsewhere.
             m = arrays["abnormality"][i].astype(bool)
             assert arrays["images"][i][m].mean() > arrays["images"][i][~m].mean() + 50
         else:
-            for kind in ("abnormality", "scaled", "periphery"):
+            for kind in ("abnormality", "scaled", "periphery", "abnormality_released"):
                 assert arrays[kind][i].all()
     assert _no_temp(out)
 

@@ -177,3 +177,23 @@ def test_sweep_with_other_samplers_and_pruners(tmp_path, sampler, pruner):
     # every trial reported its source-val AUROC per epoch (cached reruns of a point too), so pruners can act
     assert all(len(t.intermediate_values) >= 1 for t in finished)
     assert all(t.params["lam"] in set(grid["lam"]) for t in finished)
+
+
+def test_official_profile_trains_sweeps_and_reports_as_such(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    data = [a if a != "32" else "64" for a in cli_data_args()]  # per-sample batch norm needs 2x2 maps in layer4
+    result = invoke("train", "rrr", "--mask", "abnormality", "--epochs", "1", "--profile", "official", *data)
+    assert result.exit_code == 0, result.output
+    assert "official profile" in result.output and "val accuracy" in result.output
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    result = invoke("sweep", "actdiff", "--mask", "periphery", "--trials", "1", "--seeds", "1", "--epochs", "1",
+                    "--no-oracle", "--profile", "official", "--storage", url, *data)
+    assert result.exit_code == 0, result.output
+    assert "profile official" in result.output and "redrawn 80/20 per seed" in result.output
+    assert "profile: official" in result.output  # the report's title
+    study = optuna.load_study(study_name="actdiff-periphery-decoy-cxr-quick-official.seeds", storage=url)
+    assert study.trials[0].user_attrs["config"]["profile"] == "official"
+    erm = optuna.load_study(study_name="erm-none-decoy-cxr-quick-official", storage=url)
+    assert erm.trials[0].user_attrs["config"]["profile"] == "official"  # the baseline trains the same way
+    bad = invoke("train", "rrr", "--profile", "released", *data)
+    assert bad.exit_code == 2 and "unknown profile 'released'" in bad.output

@@ -68,7 +68,7 @@ def t_interval(values) -> tuple[float, float]:
 
 
 GOLDEN = """\
-Table 1 — test AUROC (%), mean ± 95% CI (Student t) across seeds; phase: seeds; source: cxr-p-synth (dataset decoy-cxr)
+Table 1 — test AUROC (%), mean ± 95% CI (Student t) across seeds; phase: seeds; profile: paper; source: cxr-p-synth (dataset decoy-cxr)
 
 | Dataset           | Method          |      AUROC | n |
 |-------------------|-----------------|-----------:|--:|
@@ -102,7 +102,8 @@ def test_mean_ci_matches_scipy_and_edge_cases():
 
 def test_load_runs_rows_and_order(db):
     df = load_runs(db)
-    assert list(df.columns) == ["study", "trial", "dataset", "method", "mask", "phase", "seed", "domain", "role", "auroc", "run_id"]
+    assert list(df.columns) == ["study", "trial", "dataset", "method", "mask", "phase", "seed", "domain", "role", "auroc", "run_id",
+                                  "profile"]
     assert len(df) == 2 * 3 * 3
     first = df[(df["study"] == "exp-erm.seeds") & (df["trial"] == 0)]
     assert list(first["domain"]) == [SOURCE] + TARGETS

@@ -31,6 +31,7 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", min=2, help="Training bat
 LayersOpt = Annotated[str, typer.Option("--actdiff-layers", help="ActDiff: penalize all hooked layers or only the last (all | last).")]
 NegativesOpt = Annotated[Optional[str], typer.Option("--negative-masks", help="Mask for images without an annotation (negatives): ones (the paper: no constraint) | lungs | periphery (dgx: constrain them to that anatomy too). Default: from the budget, else ones.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
+ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="paper (the paper's text, corrected where the released code had bugs) | official (exactly as the released code trained: per-seed 80/20 split of the gaze pool, accuracy selection, per-sample batch norm in the penalty, its ActDiff tensors, shuffle, masks, normalization and RRR log). Default: from the budget, else paper. README: Fidelity.")]
 
 
 def parse_data_options(items: list[str] | None) -> tuple[tuple[str, str], ...]:
@@ -52,7 +53,7 @@ def resolve_config(method: str, mask: str | None, data: str, data_opt: list[str]
                    model: str | None, weights: str | None, image_size: int | None, epochs: int | None,
                    batch_size: int, actdiff_layers: str, lr: float | None = None, wd: float | None = None,
                    lam: float | None = None, seed: int = 0,
-                   negative_masks: str | None = None) -> tuple[TrainConfig, Budget]:
+                   negative_masks: str | None = None, profile: str | None = None) -> tuple[TrainConfig, Budget]:
     """Validate the flags and merge them over the budget into one TrainConfig."""
     if method not in METHODS:
         raise unknown_choice("method", method, METHODS)
@@ -69,6 +70,9 @@ def resolve_config(method: str, mask: str | None, data: str, data_opt: list[str]
     if data not in DATASETS:
         raise unknown_choice("dataset", data, DATASETS)
     budget = load_budget(budget_name)
+    from dgx.profiles import get_profile
+
+    profile_name = get_profile(profile or str(budget.train.get("profile", "paper"))).name
     negatives = negative_masks or str(budget.train.get("negative_masks", "ones"))
     if negatives not in NEGATIVE_MASKS:
         raise unknown_choice("--negative-masks value", negatives, NEGATIVE_MASKS)
@@ -95,6 +99,7 @@ def resolve_config(method: str, mask: str | None, data: str, data_opt: list[str]
         seed=seed,
         actdiff_layers=actdiff_layers if method == "actdiff" else "all",  # only ActDiff reads it
         negative_masks="ones" if method == "erm" else negatives,  # ERM has no mask to fill
+        profile=profile_name,
     )
     return cfg, budget
 

@@ -13,8 +13,10 @@ from dgx.config import get_settings
 from dgx.errors import DgxError
 from dgx.progress import console
 
-# Training images per epoch of the paper's sources (dgx data prepare siim --splits ...).
+# Training images per epoch of the paper's sources (dgx data prepare siim --splits ...); the official
+# profile trains on 80% of the pool (CXR-P: 951 gaze images).
 TRAIN_IMAGES = {"cxr-p": 947, "cxr-p-full": 6832}
+TRAIN_IMAGES_OFFICIAL = {"cxr-p": 760, "cxr-p-full": 6832}
 # Training throughput at batch 16, ResNet-50, 224 px, bf16, measured on an H200 with bench/gpu_check.py
 # (img/s): the cost model of --dry-run. Evaluation passes are not counted.
 GPU_IMG_S = {"erm": 666.0, "actdiff": 396.0, "rrr": 142.0, "gradmask": 113.0}
@@ -37,6 +39,7 @@ class PaperSpec:
     reports: tuple[dict, ...]  # one table per entry (the spec's `report`: a mapping or a list of them)
     oracle: bool = False  # also train the dataset's oracle (ERM on the shortcut-free source)
     in_all: bool = True  # part of `dgx reproduce all` (the paper's tables); the decoy rehearsal is not
+    profile: str = "paper"  # paper | official (dgx/profiles.py)
 
 
 def paper_specs() -> dict[str, PaperSpec]:
@@ -54,7 +57,8 @@ def paper_specs() -> dict[str, PaperSpec]:
             reports = tuple(dict(r) for r in (report if isinstance(report, list) else [report]))
             specs[path.stem] = PaperSpec(path.stem, str(raw.get("description", "")), str(raw["data"]),
                                          str(raw.get("budget", "paper")), int(raw["seeds"]), experiments,
-                                         reports, bool(raw.get("oracle", False)), bool(raw.get("all", True)))
+                                         reports, bool(raw.get("oracle", False)), bool(raw.get("all", True)),
+                                         str(raw.get("profile", "paper")))
         except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
             raise DgxError(f"paper spec {path} is malformed ({type(exc).__name__}: {exc}); "
                            "it needs data, seeds and experiments: [{method, mask}]") from None
@@ -72,6 +76,7 @@ def reproduce(
     model: c.ModelOpt = None,
     weights: c.WeightsOpt = None,
     image_size: c.ImageSizeOpt = None,
+    profile: Annotated[Optional[str], typer.Option("--profile", help="paper | official: instead of the spec's `profile` (paper). README: Fidelity.")] = None,
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL. Default: DGX_STORAGE or sqlite:///runs/dgx.db.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the studies and trials it would run, with their estimated GPU cost, and stop.")] = False,
     workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="Workers sharing each study (see dgx sweep).")] = None,
@@ -97,7 +102,7 @@ def reproduce(
             cfg, plan_budget = c.resolve_config(exp.method, exp.mask, data or spec.data, data_opt,
                                                 budget or spec.budget, model=model, weights=weights,
                                                 image_size=image_size, epochs=epochs, batch_size=16,
-                                                actdiff_layers="all")
+                                                actdiff_layers="all", profile=profile or spec.profile)
             plan = SweepPlan(base=cfg, budget=plan_budget, study=study_name(cfg, plan_budget.name), storage=url,
                              trials=trials, seeds=seeds or spec.seeds, device=device)
             plans.append(plan)
@@ -109,7 +114,8 @@ def reproduce(
                 seen.add(oracle.study)
             shared = plan.study in seen
             seen.add(plan.study)
-            n_train = TRAIN_IMAGES.get(cfg.dataset) or int(dict(cfg.data_options).get("n_train", 384))
+            sizes = TRAIN_IMAGES if cfg.profile == "paper" else TRAIN_IMAGES_OFFICIAL
+            n_train = sizes.get(cfg.dataset) or int(dict(cfg.data_options).get("n_train", 384))
             n_trials = plan.n_points + plan.seeds
             gpu_h = n_trials * cfg.num_epochs * n_train / GPU_IMG_S.get(cfg.method, 100.0) / 3600
             rows.append((spec.name, plan.study, plan.n_points, plan.seeds, cfg.num_epochs, n_trials, gpu_h, shared))

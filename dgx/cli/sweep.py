@@ -30,6 +30,7 @@ def sweep(
     batch_size: c.BatchOpt = 16,
     actdiff_layers: c.LayersOpt = "all",
     negative_masks: c.NegativesOpt = None,
+    profile: c.ProfileOpt = None,
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL. Default: DGX_STORAGE or sqlite:///runs/dgx.db.")] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="Study name. Default: METHOD-MASK-DATA-BUDGET.")] = None,
     sampler: Annotated[str, typer.Option("--sampler", help="grid (exact grid, the paper's) | tpe | random (over the grid's values).")] = "grid",
@@ -57,7 +58,8 @@ def sweep(
     settings = get_settings()
     cfg, plan_budget = c.resolve_config(method, mask, data, data_opt, budget, model=model, weights=weights,
                                         image_size=image_size, epochs=epochs, batch_size=batch_size,
-                                        actdiff_layers=actdiff_layers, negative_masks=negative_masks)
+                                        actdiff_layers=actdiff_layers, negative_masks=negative_masks,
+                                        profile=profile)
     url = storage or settings.default_storage()
     name = study_name(cfg, plan_budget.name, prefix=study) if study is None else study
     plan = SweepPlan(base=cfg, budget=plan_budget, study=name, storage=url, trials=trials,
@@ -81,8 +83,9 @@ def sweep(
     lines = [
         f"[bold]dgx sweep[/] {name}: budget [cyan]{plan_budget.name}[/] ({plan_budget.description})",
         f"  model {cfg.model} (weights {cfg.weights}), {bundle.image_size} px, batch {cfg.batch_size}, "
-        f"{cfg.num_epochs} epochs, data {cfg.dataset} ({len(bundle.train)} train / {len(bundle.val)} val, "
-        f"{len(bundle.targets)} targets)",
+        f"{cfg.num_epochs} epochs, data {cfg.dataset} ({_source_split(cfg, bundle)}, {len(bundle.targets)} targets)",
+        f"  profile {cfg.profile}" + (" (the released code's training; README: Fidelity)" if cfg.profile != "paper"
+                                     else " (--profile official trains as the released code did)"),
         f"  search {_count(plan.n_points, 'grid point')} of {grid}, then {_count(plan.seeds, 'seed')} of the best",
     ]
     for extra in plans[1:]:
@@ -103,6 +106,15 @@ def sweep(
         return
     console.print(f"sweep finished in {time.perf_counter() - started:.0f} s; studies {', '.join(names)} in {url}")
     typer.echo(build_report(url, study_prefix=tuple(names), phase="seeds"))
+
+
+def _source_split(cfg, bundle) -> str:
+    from dgx.data.profile import pool_of
+    from dgx.profiles import get_profile
+
+    if get_profile(cfg.profile).source_split == "redraw":
+        return f"pool of {len(pool_of(bundle))} redrawn 80/20 per seed"
+    return f"{len(bundle.train)} train / {len(bundle.val)} val"
 
 
 def _count(n: int, noun: str) -> str:
@@ -145,4 +157,5 @@ def study_name(cfg, budget: str, prefix: str | None = None) -> str:
     if prefix:
         return f"{prefix}-{cfg.method}"
     negatives = "" if cfg.negative_masks == "ones" else f"-neg{cfg.negative_masks}"
-    return f"{cfg.method}-{cfg.mask}{negatives}-{cfg.dataset}-{budget}"
+    profile = "" if cfg.profile == "paper" else f"-{cfg.profile}"
+    return f"{cfg.method}-{cfg.mask}{negatives}-{cfg.dataset}-{budget}{profile}"

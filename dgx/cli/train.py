@@ -32,6 +32,7 @@ def train(
     batch_size: c.BatchOpt = 16,
     actdiff_layers: c.LayersOpt = "all",
     negative_masks: c.NegativesOpt = None,
+    profile: c.ProfileOpt = None,
     device: c.DeviceOpt = "auto",
     runs_dir: Annotated[Optional[Path], typer.Option("--runs-dir", help="Run folders (checkpoints, results). Default: DGX_RUNS_DIR or ./runs.")] = None,
 ) -> None:
@@ -45,16 +46,18 @@ def train(
     cfg, _ = c.resolve_config(method, mask, data, data_opt, budget, model=model, weights=weights,
                               image_size=image_size, epochs=epochs, batch_size=batch_size,
                               actdiff_layers=actdiff_layers, lr=lr, wd=wd, lam=lam, seed=seed,
-                              negative_masks=negative_masks)
+                              negative_masks=negative_masks, profile=profile)
     build_model(cfg.model, cfg.weights)  # fail fast on a bad model name or weights, before building data
     bundle = c.load_data(cfg)
     root = runs_dir or get_settings().runs_dir
     run_dir = Path(root) / "runs" / cfg.run_id(bundle.fingerprint)
-    console.print(f"[bold]dgx train[/] {cfg.method} mask={cfg.mask} data={cfg.dataset} model={cfg.model} "
+    console.print(f"[bold]dgx train[/] {cfg.method} mask={cfg.mask} profile={cfg.profile} data={cfg.dataset} model={cfg.model} "
                   f"weights={cfg.weights} size={bundle.image_size} epochs={cfg.num_epochs} lr={cfg.lr:g} "
                   f"wd={cfg.wd:g} λ={cfg.lam:g} seed={cfg.seed} → {run_dir}")
     result = run_train(cfg, bundle, run_dir, device=device)
-    table = Table(title=f"{cfg.method} ({cfg.mask}) — best epoch {result.best_epoch}, val AUROC {result.val_auroc:.3f}")
+    chosen = (f"val accuracy {result.val_accuracy:.1f}%, AUROC {result.val_auroc:.3f}" if result.selection == "accuracy"
+              else f"val AUROC {result.val_auroc:.3f}")
+    table = Table(title=f"{cfg.method} ({cfg.mask}, {cfg.profile} profile) — best epoch {result.best_epoch}, {chosen}")
     table.add_column("domain")
     table.add_column("role")
     table.add_column("AUROC", justify="right")

@@ -93,6 +93,11 @@ class Bundle:
     test: Split
     targets: dict[str, Split]  # target domain name -> split (evaluation only)
     fingerprint: str  # content hash of the generating config; part of every run's identity
+    # The train+val pool the released code draws its per-seed split from, where it is not simply
+    # train + val (CXR-P: the 951 images with gaze); see dgx/data/profile.py.
+    pool: Split | None = None
+    # Masks drawn at the training resolution (synthetic data): resizing them is the identity.
+    native_masks: bool = False
 
     @property
     def image_size(self) -> int:

@@ -9,6 +9,8 @@ manifest or size builds a new folder and an unchanged one is reused)::
     abnormality.npy      uint8 (N, size, size)  RLE any-pooled to size (or a mask PNG); ones for negatives
     scaled.npy           uint8 (N, size, size)  abnormality max-pooled to a scaled_grid grid and blown back up
     periphery.npy        uint8 (N, size, size)  lung periphery band united with the abnormality
+    abnormality_released.npy  uint8 (N, size, size)  the full-size abnormality as the released code resized
+                         it (anti-aliased bilinear resize, then > 0: a dilation); the ``official`` profile's
     rows.csv             the manifest rows kept, in cache order
     index.json           version, size, mask options, per-manifest sha256 and row range, dropped images
 
@@ -44,11 +46,12 @@ import pandas as pd
 
 from dgx.data.manifest import read_manifest
 from dgx.errors import DgxError
+from dgx.masks.released import released_resize
 
 log = logging.getLogger("dgx")
 
-CACHE_VERSION = 2  # bump when decoding or mask building changes
-MASK_FILES = ("abnormality", "scaled", "periphery")  # always built; "gaze" too when a gaze file is given
+CACHE_VERSION = 3  # bump when decoding or mask building changes (3: abnormality_released)
+MASK_FILES = ("abnormality", "scaled", "periphery", "abnormality_released")  # always; "gaze" with a gaze file
 PERIPHERY_WIDTH = 0.15  # fraction of each lung's equivalent diameter (as decoy-cxr)
 SCALED_CELL = 32  # px per scaled-mask grid cell at 224 px -> a 7x7 grid
 GAZE_SIGMA = 3.0 / 128  # gaze smoothing, as a fraction of the image side (Figure 1's 3 px at 128 px)
@@ -146,12 +149,14 @@ def build_cache(manifests: list[Path], root: Path, size: int, out: Path, *,
                     table = load_rle_table(rle)
                 j = len(kept)
                 arrays["images"][j] = image
-                abn = abnormality(row, shape, size, root, table)
+                full = abnormality_full(row, shape, root, table)
+                abn = None if full is None else _resize_mask(full, size).astype(np.uint8)
                 if abn is None:  # a negative, or a positive without annotation: no constraint
                     for kind in MASK_FILES:
                         arrays[kind][j] = 1
                 else:
                     arrays["abnormality"][j] = abn
+                    arrays["abnormality_released"][j] = released_resize(full, size)
                     arrays["scaled"][j] = _scaled(abn, options)
                     lung = user_lung(row, shape, size, root, lung_dir)
                     if lung is None and lung_model is not None:
@@ -319,9 +324,9 @@ def _mask_file(path: Path, shape: tuple[int, int], what: str, image: str) -> np.
     return m
 
 
-def abnormality(row, shape: tuple[int, int], size: int, root: Path,
-                table: dict[str, list[str]] | None) -> np.ndarray | None:
-    """A positive row's abnormality mask, uint8 (size, size); None for negatives and unannotated positives."""
+def abnormality_full(row, shape: tuple[int, int], root: Path,
+                     table: dict[str, list[str]] | None) -> np.ndarray | None:
+    """A positive row's abnormality mask at the image's own size, bool; None for negatives and unannotated positives."""
     from dgx.masks.rle import abnormality_mask
 
     ref = str(row.abnormality)
@@ -332,12 +337,11 @@ def abnormality(row, shape: tuple[int, int], size: int, root: Path,
         if not rles:
             raise DgxError(f"abnormality {ref} of image {row.image} is not in the RLE table (or is negative)")
         try:
-            abn = abnormality_mask(rles, size, height=shape[0], width=shape[1])
+            return abnormality_mask(rles, height=shape[0], width=shape[1])
         except ValueError as exc:
             raise DgxError(f"abnormality {ref} does not fit image {row.image} ({shape[1]}x{shape[0]}): {exc}") from None
-    else:
-        abn = _resize_mask(_mask_file(root / ref, shape, "abnormality", row.image), size)
-    return abn.astype(np.uint8)
+    return _mask_file(root / ref, shape, "abnormality", row.image)
+
 
 
 def user_lung(row, shape: tuple[int, int], size: int, root: Path, lung_dir: Path | None) -> np.ndarray | None:

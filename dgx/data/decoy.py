@@ -265,7 +265,7 @@ def generate_decoy(cfg: DecoyConfig, progress: bool = False, atlas_cache: Path |
         if progress:
             log.info("decoy-cxr: generated %s (%d images)", part, len(parts[part]))
     return Bundle(NAME, SOURCE, parts["train"], parts["val"], parts["test"],
-                  {t: parts[t] for t in TARGETS}, fingerprint(cfg))  # fmt: skip
+                  {t: parts[t] for t in TARGETS}, fingerprint(cfg), native_masks=True)  # fmt: skip
 
 
 def _flatten(bundle: Bundle) -> dict[str, np.ndarray]:
@@ -285,7 +285,8 @@ def _unflatten(arrays: dict[str, np.ndarray], fp: str) -> Bundle:
         return Split(arrays[f"{part}/images"], arrays[f"{part}/labels"], group(f"{part}/mask/"),
                      group(f"{part}/anatomy/"))
 
-    return Bundle(NAME, SOURCE, split("train"), split("val"), split("test"), {t: split(t) for t in TARGETS}, fp)
+    return Bundle(NAME, SOURCE, split("train"), split("val"), split("test"), {t: split(t) for t in TARGETS}, fp,
+                  native_masks=True)
 
 
 def cache_path(cfg: DecoyConfig, cache_dir: Path) -> Path:

@@ -10,7 +10,8 @@ Columns (:data:`COLUMNS`):
 - ``image``: path relative to the dataset root.
 - ``label``: 1 = pneumothorax, 0 = not.
 - ``domain``: e.g. ``cxr-p``, ``chestx-ray8-age``, ``chexpert``, ``chexpert-age``, ``mimic-cxr``.
-- ``split``: ``train`` | ``val`` | ``test``.
+- ``split``: ``train`` | ``val`` | ``test`` | ``pool`` (the train+val pool the ``official`` profile
+  redraws its split from per seed; CXR-P's 951 gaze images).
 - ``patient_id``, ``age`` (years; empty where unknown), ``sex`` (``M``/``F``/empty), ``view`` (``PA``/``AP``/...).
 - ``abnormality``: empty, ``rle:<ImageId>`` (a row key of the SIIM RLE CSV) or a relative path to a mask PNG.
 - ``lung``: empty or a relative path to a user-supplied lung mask.
@@ -27,7 +28,7 @@ import pandas as pd
 from dgx.errors import DgxError
 
 COLUMNS = ("image", "label", "domain", "split", "patient_id", "age", "sex", "view", "abnormality", "lung")
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "pool")
 _TEXT = ("image", "domain", "split", "patient_id", "sex", "view", "abnormality", "lung")
 
 

@@ -6,7 +6,8 @@ with the options ``manifest_dir=`` and ``cache_dir=``)::
     data_dir/manifests/<domain>.<split>.csv   written by `dgx data prepare SOURCE`
     data_dir/cache/<hash>/                    written by `dgx data cache --root ROOT`
 
-The source is ``<name>.{train,val,test}``; targets are whichever of
+The source is ``<name>.{train,val,test}`` (plus ``<name>.pool`` where prepared and
+cached: the pool ``--profile official`` redraws train/val from); targets are whichever of
 ``chestx-ray8-age``, ``chexpert``, ``chexpert-age`` and ``mimic-cxr`` have a
 test manifest *and* a cache holding it at the requested size. A cache holds a
 manifest when its index lists that manifest's name with the same sha256, so an
@@ -64,12 +65,13 @@ def load_real(name: str, options: Mapping[str, str], image_size: int | None, dat
         hit = next(((c, idx["manifests"][key]) for c, idx in caches
                     if idx["manifests"].get(key, {}).get("sha256") == sha), None)
         if hit is None:
-            source = "siim" if required else TARGET_SOURCE[key.rsplit(".", 1)[0]]
+            own = key.startswith(f"{name}.")
+            source = "siim" if own else TARGET_SOURCE[key.rsplit(".", 1)[0]]
             msg = (f"no {size} px cache of {path} under {cache_dir}; run `dgx data cache --manifests {path} "
                    f"--root {source.upper()}_ROOT --size {size} --out {cache_dir}`")
             if required:
                 raise DgxError(msg)
-            log.warning("%s; skipping target %s", msg, key)
+            log.warning("%s; skipping %s", msg, "the pool (only --profile official reads it)" if own else f"target {key}")
             return None
         folder, rng = hit
         arrays = loaded.setdefault(folder, load_cache(folder))
@@ -78,14 +80,15 @@ def load_real(name: str, options: Mapping[str, str], image_size: int | None, dat
         return Split(arrays["images"][sl], np.asarray(arrays["labels"][sl], dtype=np.int64), masks)
 
     train, val, test = (split(f"{name}.{s}", True) for s in ("train", "val", "test"))
+    pool = split(f"{name}.pool", False) if (manifest_dir / f"{name}.pool.csv").is_file() else None
     targets = {t: s for t in TARGETS if (s := split(f"{t}.test", False)) is not None}
     for t, s in targets.items():  # targets need no constraint: every kind all-ones
         s.masks = {kind: _ones(len(s), size) for kind in s.masks}
     blob = json.dumps({"name": name, "size": size,
                        "caches": sorted(str(f.name) for f in loaded),
-                       "targets": sorted(targets)}, sort_keys=True)
+                       "targets": sorted(targets), "pool": pool is not None}, sort_keys=True)
     return Bundle(name=name, source=name, train=train, val=val, test=test, targets=targets,
-                  fingerprint=hashlib.sha256(blob.encode()).hexdigest()[:16])
+                  fingerprint=hashlib.sha256(blob.encode()).hexdigest()[:16], pool=pool)
 
 
 def _ones(n: int, size: int) -> np.ndarray:

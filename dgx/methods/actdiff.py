@@ -21,7 +21,17 @@ loop); in train mode the batch statistics are over the B + P distinct images
 rather than 2B images of which B − P are duplicates. Each distance
 is computed inside the forward hook, before the following in-place ReLU
 overwrites the tensor: the reference code stored the tensors and read them
-after the ReLU had clipped them, a bug we do not reproduce.
+after the ReLU had clipped them, a bug the default does not reproduce.
+
+The ``official`` profile (dgx/profiles.py) reproduces the released code instead:
+``tensors="released"`` hooks the modules ``models/extract_activations.py``
+hooked (every ``bn*``, with ``downsample.1`` replacing the block's last one)
+and reads the stored tensors after the forward pass, in-place ReLU and residual
+add included; ``shuffle="released"`` permutes background values across
+channels too (``utils.py:create_masked_image``), with ``shuffle_seed`` the
+periphery path's reseeding (the same permutation for an image in every epoch);
+``per_sample`` takes the CE from a batched train-mode pass and every image and
+its shuffled copy through a pass with per-sample batch-norm statistics.
 """
 
 from __future__ import annotations
@@ -31,8 +41,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from dgx.errors import unknown_choice
+from dgx.errors import DgxError, unknown_choice
 from dgx.methods.base import Method
+from dgx.methods.per_sample import per_sample_bn
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 LAYER_CHOICES = ("all", "last")
@@ -45,6 +56,18 @@ def activation_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
         for name, mod in model.named_modules()
         if isinstance(mod, NORM_TYPES) and "downsample" not in name.split(".")
     ]
+
+
+def released_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules the released code hooked: names containing ``bn``, with ``downsample.1``
+    replacing the hook registered just before it (the block's last batch norm)."""
+    out: list[tuple[str, nn.Module]] = []
+    for name, mod in model.named_modules():
+        if "bn" in name or "downsample.1" in name:
+            if "downsample.1" in name and out:
+                out.pop()
+            out.append((name, mod))
+    return out
 
 
 def shuffle_background(x: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -65,24 +88,51 @@ def shuffle_background(x: torch.Tensor, m: torch.Tensor, generator: torch.Genera
     return flat.gather(2, source.unsqueeze(1).expand(-1, c, -1)).reshape(b, c, h, w)
 
 
-class _DistanceHooks:
-    """Forward hooks that record ‖o(x) − o(x_masked)‖₂ per shuffled sample on a B + P batch.
+def shuffle_released(x: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None,
+                     seed: int | None = None) -> torch.Tensor:
+    """The released shuffle: each image's background values, all channels pooled, randomly permuted.
 
-    The first B rows are the clean batch; row B + j is the shuffled copy of clean row rows[j].
+    ``seed`` (the released periphery path, which reseeded on every call): the
+    permutation of an image's n background values depends only on (seed, n), so
+    an image gets the same one in every epoch. Otherwise a fresh one per call.
+    """
+    b, c, h, w = x.shape
+    n = c * h * w
+    bg = (m < 0.5).expand(b, c, h, w).reshape(b, n)
+    index = torch.arange(n, device=x.device, dtype=torch.float32).expand(b, -1) / n
+    if seed is None:
+        noise = torch.rand(b, n, device=x.device, generator=generator)
+    else:
+        fixed = torch.rand(n, generator=torch.Generator().manual_seed(int(seed))).to(x.device)
+        noise = fixed[(bg.cumsum(1) - 1).clamp_(min=0)]  # a background value's key: its rank among them
+    ordered = torch.argsort(torch.where(bg, index, 2.0 + index), dim=1)
+    shuffled = torch.argsort(torch.where(bg, noise, 2.0 + index), dim=1)
+    source = torch.empty_like(ordered).scatter_(1, ordered, shuffled)
+    return x.reshape(b, n).gather(1, source).reshape(b, c, h, w)
+
+
+class _DistanceHooks:
+    """Forward hooks that record ‖o(a) − o(b)‖₂ for the row pairs ``pairs(out)`` selects from each output.
+
+    ``after``: keep each hooked output and measure it after the forward pass (the
+    released code's reading, which sees later in-place ops); else measure it in the hook.
     """
 
-    def __init__(self, layers: list[nn.Module], rows: torch.Tensor) -> None:
-        self.rows = rows
-        self.distances: list[torch.Tensor] = []
+    def __init__(self, layers: list[nn.Module], pairs, after: bool = False) -> None:
+        self.pairs, self.after = pairs, after
+        self.outputs: list[torch.Tensor] = []
         self.handles = [layer.register_forward_hook(self._hook) for layer in layers]
 
     def _hook(self, module: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
-        p = len(self.rows)
-        # split: its backward concatenates the two parts' gradients (two slices would each
-        # zero-fill a full-size buffer); index_select's backward scatters P rows into B.
-        clean, masked = out.split([out.shape[0] - p, p])
-        diff = (clean.index_select(0, self.rows) - masked).flatten(1).float()
-        self.distances.append(torch.linalg.vector_norm(diff, dim=1))
+        self.outputs.append(out if self.after else self._distance(out))
+
+    def _distance(self, out: torch.Tensor) -> torch.Tensor:
+        a, b = self.pairs(out)
+        return torch.linalg.vector_norm((a - b).flatten(1).float(), dim=1)
+
+    def distances(self) -> torch.Tensor:
+        """(layers, pairs)."""
+        return torch.stack([self._distance(o) for o in self.outputs] if self.after else self.outputs)
 
     def __enter__(self) -> "_DistanceHooks":
         return self
@@ -104,21 +154,61 @@ def masked_copies(x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch
 class ActDiff(Method):
     name = "actdiff"
 
-    def __init__(self, lam: float = 0.0, layers: Literal["all", "last"] = "all") -> None:
+    def __init__(self, lam: float = 0.0, layers: Literal["all", "last"] = "all", *, per_sample: bool = False,
+                 tensors: Literal["pre_activation", "released"] = "pre_activation",
+                 shuffle: Literal["pixels", "released"] = "pixels", shuffle_seed: int | None = None) -> None:
         super().__init__(lam)
         if layers not in LAYER_CHOICES:
             raise unknown_choice("ActDiff layer set", layers, LAYER_CHOICES)
-        self.layers = layers
+        self.layers, self.per_sample, self.tensors = layers, per_sample, tensors
+        self.shuffle, self.shuffle_seed = shuffle, shuffle_seed
+
+    def hooked(self, model: nn.Module) -> list[nn.Module]:
+        found = released_layers(model) if self.tensors == "released" else activation_layers(model)
+        if not found:
+            raise DgxError(f"ActDiff found no layers to compare in {type(model).__name__} ({self.tensors} tensors); "
+                           "use a model with batch norms named bn* (the ResNets)")
+        layers = [mod for _, mod in found]
+        return layers[-1:] if self.layers == "last" else layers
+
+    def masked(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        if self.shuffle == "released":
+            return shuffle_released(x, m, seed=self.shuffle_seed).detach()
+        return shuffle_background(x, m).detach()
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.per_sample:
+            return self._loss_per_sample(model, x, y, m)
         b = x.shape[0]
-        rows, x_masked = masked_copies(x, m)
-        layers = [mod for _, mod in activation_layers(model)]
-        if self.layers == "last":
-            layers = layers[-1:]
-        with _DistanceHooks(layers, rows) as hooks:
+        rows = (m.flatten(1) < 0.5).any(1).nonzero().squeeze(1)
+        x_masked = self.masked(x.index_select(0, rows), m.index_select(0, rows))
+        p = len(rows)
+
+        def pairs(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            # split: its backward concatenates the two parts' gradients (two slices would each
+            # zero-fill a full-size buffer); index_select's backward scatters P rows into B.
+            clean, masked = out.split([out.shape[0] - p, p])
+            return clean.index_select(0, rows), masked
+
+        with _DistanceHooks(self.hooked(model), pairs, after=self.tensors == "released") as hooks:
             logits = model(torch.cat([x, x_masked]))
         # (layers, P): mean over layers, sum over the shuffled samples; the other B − P
         # samples' distances are exactly zero.
-        penalty = torch.stack(hooks.distances).mean(0).sum()
+        penalty = hooks.distances().mean(0).sum()
         return self.combine(self.ce(logits[:b], y), penalty)
+
+    def _loss_per_sample(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                         m: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The released step: CE from a batched pass, then every image and its shuffled copy
+        (x₀, x̃₀, x₁, x̃₁, …, the released order) with per-sample batch-norm statistics."""
+        ce = self.ce(model(x), y)
+        b = x.shape[0]
+        pairs_in = torch.stack([x, self.masked(x, m)], dim=1).flatten(0, 1)  # (2B, C, H, W), interleaved
+
+        def pairs(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            a, c = out.unflatten(0, (b, 2)).unbind(1)
+            return a, c
+
+        with _DistanceHooks(self.hooked(model), pairs, after=self.tensors == "released") as hooks, per_sample_bn():
+            model(pairs_in)
+        return self.combine(ce, hooks.distances().mean(0).sum())

@@ -4,6 +4,9 @@
 
 where z are the logits. One batched ``autograd.grad(create_graph=True)`` call;
 batch norms and convolutions take the faster double backward of methods/second_order.py.
+``per_sample`` (the ``official`` profile) takes the cross-entropy from a batched
+train-mode pass and the penalty from one with per-sample batch-norm statistics,
+as the released code's per-image loop did for its penalties.
 """
 
 from __future__ import annotations
@@ -12,17 +15,20 @@ import torch
 from torch import nn
 
 from dgx.methods.base import Method
-from dgx.methods.second_order import second_order
+from dgx.methods.rrr import differentiable_pass
 
 
 class GradMask(Method):
     name = "gradmask"
 
+    def __init__(self, lam: float = 0.0, *, per_sample: bool = False) -> None:
+        super().__init__(lam)
+        self.per_sample = per_sample
+
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = x.detach().requires_grad_(True)
-        with second_order():
-            logits = model(x)
+        ce_logits = model(x) if self.per_sample else None
+        x, logits = differentiable_pass(model, x, self.per_sample)
         contrast = (logits[:, 1].float() - logits[:, 0].float()).abs().sum()
         (grad,) = torch.autograd.grad(contrast, x, create_graph=True)
         penalty = ((1 - m) * grad.float()).abs().sum()
-        return self.combine(self.ce(logits, y), penalty)
+        return self.combine(self.ce(logits if ce_logits is None else ce_logits, y), penalty)

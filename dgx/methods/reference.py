@@ -58,4 +58,47 @@ def actdiff_per_image(model: nn.Module, x: torch.Tensor, x_masked: torch.Tensor,
     return {"loss": ce + lam * penalty_total, "ce": ce, "penalty": penalty_total}
 
 
-__all__ = ["rrr_per_image", "actdiff_per_image"]
+def released_step_loss(kind: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor, lam: float,
+                       x_masked: torch.Tensor | None = None) -> torch.Tensor:
+    """One training step's loss exactly as the released ``train.py:train_epoch`` computed it, one image at a time.
+
+    A batched train-mode pass for the mean cross-entropy, then each image alone
+    through the train-mode network (batch-of-1 batch-norm statistics, one
+    running-statistics update per pass) for its penalty: RRR with
+    ``log(softmax + 1e-11)``, GradMask, or ActDiff over the tensors the released
+    hooks stored (``bn*``, ``downsample.1`` replacing the block's last one, read
+    after the forward pass) for the image and then its ``x_masked`` copy. The
+    ``official`` profile's batched step must equal it (tests/test_official.py);
+    ``bench/official_step.py`` measures both.
+    """
+    from dgx.methods.actdiff import released_layers
+
+    ce = F.cross_entropy(model(x).float(), y)
+    total = x.new_zeros((), dtype=torch.float32)
+    layers = [mod for _, mod in released_layers(model)]
+    for i in range(x.shape[0]):
+        if kind == "actdiff":
+            pair: list[list[torch.Tensor]] = []
+            for image in (x[i : i + 1], x_masked[i : i + 1]):
+                acts: list[torch.Tensor] = []
+                handles = [layer.register_forward_hook(lambda mod, inp, out: acts.append(out)) for layer in layers]
+                try:
+                    model(image)
+                finally:
+                    for h in handles:
+                        h.remove()
+                pair.append(acts)
+            total = total + torch.stack([torch.linalg.vector_norm((a - b).float()) for a, b in zip(*pair)]).mean()
+            continue
+        xi = x[i : i + 1].detach().requires_grad_(True)
+        out = model(xi).float()
+        if kind == "rrr":
+            (g,) = torch.autograd.grad(torch.log(F.softmax(out, dim=1) + 1e-11).sum(), xi, create_graph=True)
+            total = total + ((1 - m[i : i + 1]) * g.float()).pow(2).sum()
+        else:  # gradmask
+            (g,) = torch.autograd.grad((out[:, 1] - out[:, 0]).abs().sum(), xi, create_graph=True)
+            total = total + ((1 - m[i : i + 1]) * g.float()).abs().sum()
+    return ce + lam * total
+
+
+__all__ = ["rrr_per_image", "actdiff_per_image", "released_step_loss"]

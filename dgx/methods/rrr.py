@@ -8,32 +8,62 @@ sample's Σ_k log p̂_k has, for sample i, exactly sample i's gradient (in eval-
 batch norm; in train mode batch statistics couple the samples, as they do in any
 batched training step). The reference implementation looped over images.
 Batch norms and convolutions take the faster double backward of methods/second_order.py.
+
+Two switches reproduce the released code (the ``official`` profile, see dgx/profiles.py):
+``per_sample`` takes the cross-entropy from a batched train-mode pass and the
+penalty from a pass with per-sample batch-norm statistics (methods/per_sample.py),
+as the released per-image loop did; ``log_eps`` uses its ``log(softmax + 1e-11)``.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dgx.methods.base import Method
+from dgx.methods.per_sample import per_sample_bn
 from dgx.methods.second_order import second_order
 
+RELEASED_EPS = 1e-11  # the released code's log(softmax + 1e-11)
 
-def input_gradient(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, ∂ Σ_{i,k} log p̂_ik / ∂x), differentiable w.r.t. the model's parameters."""
+
+def differentiable_pass(model: nn.Module, x: torch.Tensor, per_sample: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x as a leaf that requires grad, logits): a forward pass whose input gradient can be differentiated.
+
+    ``per_sample``: every train-mode batch norm uses each sample's own statistics.
+    """
     x = x.detach().requires_grad_(True)
-    with second_order():
+    with second_order(), (per_sample_bn() if per_sample else contextlib.nullcontext()):  # per-sample innermost
         logits = model(x)
-    log_probs = F.log_softmax(logits.float(), dim=1).sum()
-    (grad,) = torch.autograd.grad(log_probs, x, create_graph=True)
+    return x, logits
+
+
+def summed_log_probs(logits: torch.Tensor, log_eps: bool = False) -> torch.Tensor:
+    """Σ_{i,k} log p̂_ik, exact (log-softmax) or as released (log of softmax + 1e-11)."""
+    z = logits.float()
+    return (torch.log(F.softmax(z, dim=1) + RELEASED_EPS) if log_eps else F.log_softmax(z, dim=1)).sum()
+
+
+def input_gradient(model: nn.Module, x: torch.Tensor, *, per_sample: bool = False,
+                   log_eps: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, ∂ Σ_{i,k} log p̂_ik / ∂x), differentiable w.r.t. the model's parameters."""
+    x, logits = differentiable_pass(model, x, per_sample)
+    (grad,) = torch.autograd.grad(summed_log_probs(logits, log_eps), x, create_graph=True)
     return logits, grad
 
 
 class RRR(Method):
     name = "rrr"
 
+    def __init__(self, lam: float = 0.0, *, per_sample: bool = False, log_eps: bool = False) -> None:
+        super().__init__(lam)
+        self.per_sample, self.log_eps = per_sample, log_eps
+
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits, grad = input_gradient(model, x)
+        ce_logits = model(x) if self.per_sample else None  # the released code's batched CE pass comes first
+        logits, grad = input_gradient(model, x, per_sample=self.per_sample, log_eps=self.log_eps)
         penalty = ((1 - m) * grad.float()).pow(2).sum()
-        return self.combine(self.ce(logits, y), penalty)
+        return self.combine(self.ce(logits if ce_logits is None else ce_logits, y), penalty)

@@ -22,7 +22,8 @@ from dgx.errors import DgxError
 
 log = logging.getLogger("dgx")
 
-COLUMNS = ("study", "trial", "dataset", "method", "mask", "phase", "seed", "domain", "role", "auroc", "run_id")
+COLUMNS = ("study", "trial", "dataset", "method", "mask", "phase", "seed", "domain", "role", "auroc", "run_id",
+           "profile")
 
 ORACLE = "oracle"  # the method name the tables give to trials of the oracle variant
 
@@ -31,6 +32,14 @@ def report_method(attrs: dict) -> str:
     """The method a trial is reported as: its own, or ``oracle`` for the oracle variant (ERM on the
     source with its shortcut decorrelated), which is a row of its own."""
     return ORACLE if attrs.get("variant") == ORACLE else str(attrs["method"])
+
+def trial_profile(attrs: dict) -> str:
+    """The profile a trial trained with (trials from before profiles existed: paper)."""
+    if "profile" in attrs:
+        return str(attrs["profile"])
+    config = attrs.get("config")
+    return str(config.get("profile", "paper")) if isinstance(config, dict) else "paper"
+
 
 # Attrs a dgx trial must carry for its results to be reportable. "config" and
 # "val_auroc" are deliberately absent: the tables never read them.
@@ -92,7 +101,7 @@ def _complete_trials(store: optuna.storages.BaseStorage, names: list[str]):
 def _complete_trials_sql(store: optuna.storages.RDBStorage, names: list[str]):
     import sqlalchemy as sa
 
-    wanted = set(_REQUIRED) | {"run_id", "variant"}
+    wanted = set(_REQUIRED) | {"run_id", "variant", "profile"}
     query = sa.text(
         "SELECT s.study_name, t.number, a.key, a.value_json FROM trials t "
         "JOIN studies s ON s.study_id = t.study_id "
@@ -126,13 +135,14 @@ def _trial_rows(study: str, number: int, attrs: dict) -> list[tuple]:
     common = (study, number, str(attrs["dataset"]), method, str(attrs["mask"]),
               str(attrs["phase"]), int(attrs["seed"]))
     run_id = str(attrs.get("run_id", ""))
+    profile = trial_profile(attrs)
     domains = [(str(attrs["source"]), "source")] + [(str(t), "target") for t in attrs["targets"]]
     rows = []
     for domain, role in domains:
         # A domain the trial should have been scored on but was not becomes
         # NaN, so the table shows the gap instead of quietly dropping it.
         value = auroc.get(domain)
-        rows.append(common + (domain, role, math.nan if value is None else float(value), run_id))
+        rows.append(common + (domain, role, math.nan if value is None else float(value), run_id, profile))
     return rows
 
 

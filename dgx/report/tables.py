@@ -201,8 +201,9 @@ def _title(what: str, runs: pd.DataFrame, experiment: str, confidence: float) ->
     exp = runs[runs["dataset"] == experiment]
     sources = ", ".join(dict.fromkeys(exp.loc[exp["role"] == "source", "domain"]))
     phases = ", ".join(sorted(exp["phase"].unique()))
+    profiles = ", ".join(sorted(exp["profile"].unique())) if "profile" in exp else "paper"
     return (f"{what} — test AUROC (%), mean ± {confidence * 100:g}% CI (Student t) across seeds; phase: {phases}; "
-            f"source: {sources} (dataset {experiment})")
+            f"profile: {profiles}; source: {sources} (dataset {experiment})")
 
 
 def table_long(runs: pd.DataFrame, shape: str, confidence: float, baseline: Baseline | None, test: str,

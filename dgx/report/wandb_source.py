@@ -92,7 +92,7 @@ def load_wandb_runs(entity: str, project: str, study_prefix: str | tuple[str, ..
             value = summary.get(f"auroc/{domain}")
             rows.append((study, trial, str(config["dataset"]), str(config["method"]), str(config["mask"]),
                          str(run.job_type), int(config["seed"]), str(domain), role,
-                         math.nan if value is None else float(value), ""))
+                         math.nan if value is None else float(value), "", str(config.get("profile", "paper"))))
     if not rows:
         raise DgxError(f"no finished dgx runs in W&B project {path}" + (f" with phase {phase!r}" if phase else "")
                        + (f" and group starting with {study_prefix!r}" if study_prefix else "")

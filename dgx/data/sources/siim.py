@@ -8,7 +8,10 @@ copy torchxrayvision ships; ``--opt rle=CSV`` for another). Positives get
 ``abnormality = rle:<ImageId>``; negatives get ``""``.
 
 ``--opt splits=FILE`` imports the paper's lists (columns ``split, image_id,
-dicom_path, label``; splits ``train, val, test, trainval_full, test_full``).
+dicom_path, label``; splits ``train, val, test, trainval_full, test_full`` and
+``trainval_gaze``, the 951 images with gaze that the released code trains on,
+written as ``cxr-p.pool`` in the list's own order: ``--profile official`` redraws
+its 80/20 split from it for every seed).
 Without it, a seeded stratified split of the same sizes is drawn from the RLE
 table's 12,047 images (CXR-P and CXR-P Full are drawn independently).
 
@@ -41,7 +44,8 @@ OPTIONS = {"splits": "", "rle": "", "val_fraction": "0.2"}
 LIST_COLUMNS = ("split", "image_id", "dicom_path", "label")
 # list split -> (domain, manifest split); trainval_full is divided 80/20 below.
 LIST_SPLITS = {"train": ("cxr-p", "train"), "val": ("cxr-p", "val"), "test": ("cxr-p", "test"),
-               "trainval_full": ("cxr-p-full", None), "test_full": ("cxr-p-full", "test")}
+               "trainval_full": ("cxr-p-full", None), "test_full": ("cxr-p-full", "test"),
+               "trainval_gaze": ("cxr-p", "pool")}
 # Paper sizes (images, positives) used when no list file is given.
 SIZES = {"train": (947, 208), "val": (223, 49), "test": (4607, 1009),
          "trainval_full": (8540, 1902), "test_full": (2135, 477)}
@@ -67,7 +71,7 @@ def prepare(root: Path | None, *, metadata_only: bool, seed: int, options: dict[
     frames: dict[str, pd.DataFrame] = {}
     for (domain, split), rows in lists.groupby(["domain", "mset"], sort=False):
         frames[f"{domain}.{split}"] = _rows(rows, table, root, images)
-    order = [f"{d}.{s}" for d in ("cxr-p", "cxr-p-full") for s in ("train", "val", "test")]
+    order = [f"{d}.{s}" for d in ("cxr-p", "cxr-p-full") for s in ("train", "val", "test", "pool")]
     return {key: frames[key] for key in order if key in frames}
 
 
@@ -76,7 +80,7 @@ def read_splits(path: Path) -> pd.DataFrame:
     df = c.read_csv(path, f"{NAME} option splits: split list", LIST_COLUMNS)
     df = df.loc[:, list(LIST_COLUMNS)].copy()
     df["split"] = df["split"].astype(str).str.strip()
-    unknown = sorted(set(df["split"]) - set(LIST_SPLITS) - {"trainval_gaze"})
+    unknown = sorted(set(df["split"]) - set(LIST_SPLITS))
     if unknown:
         raise DgxError(f"{path}: unknown split {unknown[0]!r}; expected {', '.join(LIST_SPLITS)}")
     df = df[df["split"].isin(list(LIST_SPLITS))]
@@ -178,7 +182,9 @@ def _rows(rows: pd.DataFrame, table: dict[str, list[str]], root: Path | None,
         out["view"] = [t.get("view", "") for t in tags]
         out["patient_id"] = [t.get("patient_id", "") for t in tags]
     domain, split = rows["domain"].iloc[0], rows["mset"].iloc[0]
-    return c.to_manifest(out.sort_values("image", kind="stable").reset_index(drop=True), domain, split)
+    if split != "pool":  # the pool keeps the list's order: the released per-seed split indexes into it
+        out = out.sort_values("image", kind="stable").reset_index(drop=True)
+    return c.to_manifest(out, domain, split)
 
 
 def dicom_tags(path: Path) -> dict[str, object]:

@@ -1,0 +1,93 @@
+"""A dataset as a profile trains on it: the source split and mask geometry (see dgx/profiles.py).
+
+``paper`` leaves the bundle as loaded. ``official`` redraws train/val from the
+pool for every seed and swaps in the released code's mask geometry for the
+training split. Validation, test and target splits need no masks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from dgx.data.base import Bundle, Split, unconstrained
+from dgx.errors import DgxError
+from dgx.masks.released import released_scaled
+from dgx.profiles import RELEASED_SCALED_GRID, RELEASED_VAL_FRACTION, Profile
+
+RELEASED_ABNORMALITY = "abnormality_released"  # cache mask kind: the released resize of the full-size mask
+
+
+def for_profile(bundle: Bundle, profile: Profile, seed: int, mask: str) -> Bundle:
+    """``bundle`` as ``profile`` trains on it with this seed and mask kind."""
+    if profile.source_split == "redraw":
+        train, val = redraw(pool_of(bundle), seed)
+        bundle = dataclasses.replace(bundle, train=train, val=val)
+    if profile.masks == "released" and mask in ("abnormality", "scaled"):
+        bundle = dataclasses.replace(bundle, train=_released_masks(bundle, mask))
+    return bundle
+
+
+def pool_of(bundle: Bundle) -> Split:
+    """The train+val pool: the dataset's own (CXR-P: the 951 gaze images) or train and val together."""
+    if bundle.pool is not None:
+        return bundle.pool
+    if bundle.name == "cxr-p":
+        raise DgxError("--profile official trains CXR-P on the 951 images with gaze (trainval_gaze), which this "
+                       "data lacks; prepare with `dgx data prepare siim --opt splits=cxr_p_splits.csv`, then cache "
+                       "cxr-p.pool.csv with the other manifests")
+    return concat(bundle.train, bundle.val)
+
+
+def redraw(pool: Split, seed: int, val_fraction: float = RELEASED_VAL_FRACTION) -> tuple[Split, Split]:
+    """(train, val): the released ``StratifiedShuffleSplit(n_splits=1, test_size=0.2, random_state=seed)``."""
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    labels = np.asarray(pool.labels)
+    if min(np.bincount(labels, minlength=2)) < 2:
+        raise DgxError(f"the train+val pool ({len(labels)} images) needs at least 2 images of each class to be "
+                       "split 80/20 stratified; add images or use --profile paper")
+    sss = StratifiedShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
+    train_idx, val_idx = next(sss.split(np.zeros(len(labels)), labels))
+    return take(pool, np.sort(train_idx)), take(pool, np.sort(val_idx))
+
+
+def take(split: Split, index: np.ndarray) -> Split:
+    return Split(np.asarray(split.images[index]), np.asarray(split.labels[index]),
+                 {k: np.asarray(m[index]) for k, m in split.masks.items()},
+                 {k: np.asarray(m[index]) for k, m in split.anatomy.items()})
+
+
+def concat(a: Split, b: Split) -> Split:
+    def join(x: dict, y: dict) -> dict:
+        return {k: np.concatenate([x[k], y[k]]) for k in x if k in y}
+
+    return Split(np.concatenate([a.images, b.images]), np.concatenate([a.labels, b.labels]),
+                 join(a.masks, b.masks), join(a.anatomy, b.anatomy))
+
+
+def _released_masks(bundle: Bundle, mask: str) -> Split:
+    train = bundle.train
+    if RELEASED_ABNORMALITY in train.masks:
+        abn = np.asarray(train.masks[RELEASED_ABNORMALITY])
+    elif bundle.native_masks:  # drawn at this size: the released resize is the identity
+        abn = np.asarray(train.masks["abnormality"])
+    else:
+        raise DgxError(f"the {bundle.name} cache has no released-geometry abnormality masks (it predates them); "
+                       "rebuild it with `dgx data cache` to train --profile official")
+    masks = dict(train.masks)
+    if mask == "abnormality":
+        masks["abnormality"] = abn
+    else:
+        scaled = np.ones_like(abn)
+        constrained = ~unconstrained(abn)
+        if constrained.any():
+            # From the tight mask, as the released code pooled the full-size one: the 16x16 cells of a
+            # side divisible by 16 hold exactly the pixels of the full-size cells (any-pooling commutes).
+            scaled[constrained] = released_scaled(np.asarray(train.masks["abnormality"])[constrained],
+                                                  RELEASED_SCALED_GRID)
+        masks["scaled"] = scaled
+    return dataclasses.replace(train, masks=masks, _filled={})
+
+__all__ = ["for_profile", "pool_of", "redraw", "RELEASED_ABNORMALITY"]
