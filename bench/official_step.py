@@ -8,7 +8,7 @@ both ways on the same model and batch, round robin so machine drift hits both
 alike: dgx's batched step (``--profile official``: a batched CE pass plus one
 pass with per-sample batch-norm statistics, dgx/methods/per_sample.py) and
 ``dgx.methods.reference.released_step_loss`` (the released ``train_epoch``: a
-pass per image). It also prints how far apart their losses are. Target: the
+pass per image). It also prints how far apart their losses are (in float64). Target: the
 batched step >= 4x faster.
 """
 
@@ -63,7 +63,7 @@ def main() -> None:
         loss = fn()
         loss.backward()
         opt.step()
-        return time.perf_counter() - start, float(loss)
+        return time.perf_counter() - start, float(loss.detach())
 
     rows = {}
     for kind in KINDS:
@@ -71,12 +71,16 @@ def main() -> None:
         fns = {"batched": lambda: method.loss(model, x, y, m)["loss"],
                "per_image": lambda: released_step_loss(kind, model, x, y, m, lam, x_masked)}
         times = {k: [] for k in fns}
-        state = {k: v.clone() for k, v in model.state_dict().items()}
-        losses = {}
-        for k, fn in fns.items():  # both losses from the same weights and running statistics
-            model.load_state_dict(state)
-            losses[k] = float(fn())
-        model.load_state_dict(state)
+        # Both losses from the same weights and statistics, in float64: batch-of-1 statistics over the 2x2
+        # maps of the last stage make a random-init ResNet-50's input gradients ill-conditioned in float32
+        # (5-14% per image, either way of computing them), which would hide what this compares.
+        import copy
+
+        model64 = copy.deepcopy(model).double()
+        x64, m64 = x.double(), m.double()
+        losses = {"batched": float(method.loss(copy.deepcopy(model64), x64, y, m64)["loss"].detach()),
+                  "per_image": float(released_step_loss(kind, copy.deepcopy(model64), x64, y, m64, lam,
+                                                        x_masked.double()).detach())}
         for r in range(rounds + 1):  # round 0 warms up
             for k, fn in fns.items():
                 t, _ = timed(fn)

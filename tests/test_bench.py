@@ -30,3 +30,15 @@ def test_bench_short_prints_all_ratios(tmp_path):
     assert data["setting"]["positives_per_batch"] == 2  # round(208/947 * 8)
     assert all(r["ms_per_step"] > 0 and r["peak_rss_mb"] > 0 for r in data["steps"].values())
     assert data["loader"]["cache_large"]["images"] == 4 * data["loader"]["cache_small"]["images"]
+
+
+def test_official_step_bench_short_prints_every_method(tmp_path):
+    out = tmp_path / "official.json"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "official_step.py"), "--short", "--batch", "8",
+                             "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert set(data["steps"]) == {"rrr", "gradmask", "actdiff"}
+    for kind, row in data["steps"].items():
+        assert kind in result.stdout and row["batched_ms"] > 0 and row["per_image_ms"] > 0
+        assert row["loss_rel_diff"] < 1e-6  # float64: the batched step computes the per-image loop's loss

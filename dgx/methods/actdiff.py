@@ -43,7 +43,7 @@ from torch import nn
 
 from dgx.errors import DgxError, unknown_choice
 from dgx.methods.base import Method
-from dgx.methods.per_sample import per_sample_bn
+from dgx.methods.per_sample import RunningLog, constrained_rows, per_sample_bn, statistics_pass
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 LAYER_CHOICES = ("all", "last")
@@ -199,16 +199,30 @@ class ActDiff(Method):
 
     def _loss_per_sample(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                          m: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The released step: CE from a batched pass, then every image and its shuffled copy
-        (x₀, x̃₀, x₁, x̃₁, …, the released order) with per-sample batch-norm statistics."""
+        """The released step: CE from a batched pass, then each image and its shuffled copy (x₀, x̃₀, x₁, x̃₁, …,
+        the released order of running-statistics updates) with per-sample batch-norm statistics.
+
+        An image with an all-ones mask is its own shuffled copy (distance exactly zero): it takes one no-grad
+        pass, whose statistics count for both of its updates.
+        """
         ce = self.ce(model(x), y)
-        b = x.shape[0]
-        pairs_in = torch.stack([x, self.masked(x, m)], dim=1).flatten(0, 1)  # (2B, C, H, W), interleaved
+        rows, rest = constrained_rows(m)
+        log = RunningLog(2 * x.shape[0])
+        statistics_pass(model, x.index_select(0, rest), log, torch.stack([2 * rest, 2 * rest + 1], 1))
+        if not len(rows):
+            log.apply()
+            return self.combine(ce, ce.new_zeros(()))
+        xr = x.index_select(0, rows)
+        pairs_in = torch.stack([xr, self.masked(xr, m.index_select(0, rows))], dim=1).flatten(0, 1)
+        positions = torch.stack([2 * rows, 2 * rows + 1], 1).reshape(-1, 1)
+        p = len(rows)
 
         def pairs(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            a, c = out.unflatten(0, (b, 2)).unbind(1)
+            a, c = out.unflatten(0, (p, 2)).unbind(1)
             return a, c
 
-        with _DistanceHooks(self.hooked(model), pairs, after=self.tensors == "released") as hooks, per_sample_bn():
+        with (_DistanceHooks(self.hooked(model), pairs, after=self.tensors == "released") as hooks,
+              per_sample_bn(log, positions)):
             model(pairs_in)
+        log.apply()
         return self.combine(ce, hooks.distances().mean(0).sum())

@@ -15,7 +15,13 @@ import torch
 from torch import nn
 
 from dgx.methods.base import Method
-from dgx.methods.rrr import differentiable_pass
+from dgx.methods.rrr import differentiable_pass, released_penalty
+
+
+def gradmask_penalty(x: torch.Tensor, logits: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    contrast = (logits[:, 1].float() - logits[:, 0].float()).abs().sum()
+    (grad,) = torch.autograd.grad(contrast, x, create_graph=True)
+    return ((1 - m) * grad.float()).abs().sum()
 
 
 class GradMask(Method):
@@ -26,9 +32,8 @@ class GradMask(Method):
         self.per_sample = per_sample
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
-        ce_logits = model(x) if self.per_sample else None
-        x, logits = differentiable_pass(model, x, self.per_sample)
-        contrast = (logits[:, 1].float() - logits[:, 0].float()).abs().sum()
-        (grad,) = torch.autograd.grad(contrast, x, create_graph=True)
-        penalty = ((1 - m) * grad.float()).abs().sum()
-        return self.combine(self.ce(logits if ce_logits is None else ce_logits, y), penalty)
+        if self.per_sample:  # the released step: a batched CE pass first, then the per-image penalties
+            ce = self.ce(model(x), y)
+            return self.combine(ce, released_penalty(model, x, m, gradmask_penalty))
+        x, logits = differentiable_pass(model, x)
+        return self.combine(self.ce(logits, y), gradmask_penalty(x, logits, m))

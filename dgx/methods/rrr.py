@@ -18,27 +18,49 @@ as the released per-image loop did; ``log_eps`` uses its ``log(softmax + 1e-11)`
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dgx.methods.base import Method
-from dgx.methods.per_sample import per_sample_bn
+from dgx.methods.per_sample import RunningLog, constrained_rows, per_sample_bn, statistics_pass
 from dgx.methods.second_order import second_order
 
 RELEASED_EPS = 1e-11  # the released code's log(softmax + 1e-11)
 
 
-def differentiable_pass(model: nn.Module, x: torch.Tensor, per_sample: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def differentiable_pass(model: nn.Module, x: torch.Tensor,
+                        per_sample: per_sample_bn | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(x as a leaf that requires grad, logits): a forward pass whose input gradient can be differentiated.
 
-    ``per_sample``: every train-mode batch norm uses each sample's own statistics.
+    ``per_sample``: a per-sample batch-norm mode (each sample's own statistics) to run the pass in.
     """
     x = x.detach().requires_grad_(True)
-    with second_order(), (per_sample_bn() if per_sample else contextlib.nullcontext()):  # per-sample innermost
+    with second_order(), (per_sample or contextlib.nullcontext()):  # per-sample innermost: it handles calls first
         logits = model(x)
     return x, logits
+
+
+def released_penalty(model: nn.Module, x: torch.Tensor, m: torch.Tensor,
+                     penalty: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Σ over images of ``penalty(x_i, logits_i, m_i)``, each image in batch-of-1 batch-norm statistics as the
+    released per-image loop computed it, batched (methods/per_sample.py).
+
+    Images with an all-ones mask have a penalty of exactly zero: they take a no-grad pass, only for their
+    running-statistics updates, which land in the released (row) order with the others'.
+    """
+    rows, rest = constrained_rows(m)
+    log = RunningLog(x.shape[0])
+    statistics_pass(model, x.index_select(0, rest), log, rest[:, None])
+    if len(rows):
+        leaf, logits = differentiable_pass(model, x.index_select(0, rows), per_sample_bn(log, rows[:, None]))
+        value = penalty(leaf, logits, m.index_select(0, rows))
+    else:
+        value = x.new_zeros((), dtype=torch.float32)
+    log.apply()
+    return value
 
 
 def summed_log_probs(logits: torch.Tensor, log_eps: bool = False) -> torch.Tensor:
@@ -47,12 +69,16 @@ def summed_log_probs(logits: torch.Tensor, log_eps: bool = False) -> torch.Tenso
     return (torch.log(F.softmax(z, dim=1) + RELEASED_EPS) if log_eps else F.log_softmax(z, dim=1)).sum()
 
 
-def input_gradient(model: nn.Module, x: torch.Tensor, *, per_sample: bool = False,
-                   log_eps: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def input_gradient(model: nn.Module, x: torch.Tensor, *, log_eps: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, ∂ Σ_{i,k} log p̂_ik / ∂x), differentiable w.r.t. the model's parameters."""
-    x, logits = differentiable_pass(model, x, per_sample)
+    x, logits = differentiable_pass(model, x)
     (grad,) = torch.autograd.grad(summed_log_probs(logits, log_eps), x, create_graph=True)
     return logits, grad
+
+
+def rrr_penalty(x: torch.Tensor, logits: torch.Tensor, m: torch.Tensor, log_eps: bool = False) -> torch.Tensor:
+    (grad,) = torch.autograd.grad(summed_log_probs(logits, log_eps), x, create_graph=True)
+    return ((1 - m) * grad.float()).pow(2).sum()
 
 
 class RRR(Method):
@@ -63,7 +89,8 @@ class RRR(Method):
         self.per_sample, self.log_eps = per_sample, log_eps
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
-        ce_logits = model(x) if self.per_sample else None  # the released code's batched CE pass comes first
-        logits, grad = input_gradient(model, x, per_sample=self.per_sample, log_eps=self.log_eps)
-        penalty = ((1 - m) * grad.float()).pow(2).sum()
-        return self.combine(self.ce(logits if ce_logits is None else ce_logits, y), penalty)
+        if self.per_sample:  # the released step: a batched CE pass first, then the per-image penalties
+            ce = self.ce(model(x), y)
+            return self.combine(ce, released_penalty(model, x, m, lambda a, z, k: rrr_penalty(a, z, k, self.log_eps)))
+        x, logits = differentiable_pass(model, x)
+        return self.combine(self.ce(logits, y), rrr_penalty(x, logits, m, self.log_eps))
