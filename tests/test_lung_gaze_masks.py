@@ -139,7 +139,7 @@ def test_gaze_mask_kind(siim, tmp_path):  # noqa: F811
     _gaze_csv(gaze, manifests, {pos[0]: (0.1, 0.8), neg[0]: (0.8, 0.2)})
     path = build_cache(manifests, root, 32, tmp_path / "cache", rle=rle, gaze=gaze, gaze_quantile=0.9)
     arrays, index = load_cache(path), read_index(path)
-    assert index["masks"] == ["abnormality", "scaled", "periphery", "gaze"]
+    assert index["masks"] == ["abnormality", "scaled", "periphery", "abnormality_released", "gaze"]
     g = arrays["gaze"]
     first = ids.index(pos[0])
     m = g[first].astype(bool)
