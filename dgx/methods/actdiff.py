@@ -202,27 +202,26 @@ class ActDiff(Method):
         """The released step: CE from a batched pass, then each image and its shuffled copy (x₀, x̃₀, x₁, x̃₁, …,
         the released order of running-statistics updates) with per-sample batch-norm statistics.
 
-        An image with an all-ones mask is its own shuffled copy (distance exactly zero): it takes one no-grad
-        pass, whose statistics count for both of its updates.
+        One pass serves both: its first B rows are the batch in batch statistics (the CE), the rest the
+        pairs in per-sample statistics. An image with an all-ones mask is its own shuffled copy (distance
+        exactly zero): it takes one no-grad pass, whose statistics count for both of its updates.
         """
-        ce = self.ce(model(x), y)
+        b = x.shape[0]
         rows, rest = constrained_rows(m)
-        log = RunningLog(2 * x.shape[0])
+        log = RunningLog(2 * b)
         statistics_pass(model, x.index_select(0, rest), log, torch.stack([2 * rest, 2 * rest + 1], 1))
-        if not len(rows):
-            log.apply()
-            return self.combine(ce, ce.new_zeros(()))
         xr = x.index_select(0, rows)
         pairs_in = torch.stack([xr, self.masked(xr, m.index_select(0, rows))], dim=1).flatten(0, 1)
         positions = torch.stack([2 * rows, 2 * rows + 1], 1).reshape(-1, 1)
         p = len(rows)
 
         def pairs(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            a, c = out.unflatten(0, (p, 2)).unbind(1)
+            a, c = out.split([b, 2 * p])[1].unflatten(0, (p, 2)).unbind(1)
             return a, c
 
         with (_DistanceHooks(self.hooked(model), pairs, after=self.tensors == "released") as hooks,
-              per_sample_bn(log, positions)):
-            model(pairs_in)
+              per_sample_bn(log, positions, batched_rows=b)):
+            logits = model(torch.cat([x, pairs_in]))
         log.apply()
-        return self.combine(ce, hooks.distances().mean(0).sum())
+        penalty = hooks.distances().mean(0).sum() if p else logits.new_zeros((), dtype=torch.float32)
+        return self.combine(self.ce(logits[:b], y), penalty)

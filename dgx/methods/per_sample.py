@@ -35,15 +35,13 @@ against that loop in ``bench/official_step.py``.
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from dgx.errors import DgxError
+from dgx.methods.second_order import batch_norm_arguments
 
-_SIGNATURE = inspect.signature(F.batch_norm)
 
 
 class RunningLog:
@@ -88,20 +86,28 @@ class per_sample_bn(TorchFunctionMode):
     Without a ``log`` the running statistics take one update per row, in row
     order, at once; with one, the rows' statistics go to ``log`` at ``positions``
     ((rows, k) update positions per row) for :meth:`RunningLog.apply`.
+    ``batched_rows=k`` keeps ordinary batch statistics (and their running update,
+    made at once) for the first k rows: one pass then serves a batched
+    cross-entropy and per-sample penalties together.
     """
 
-    def __init__(self, log: RunningLog | None = None, positions: torch.Tensor | None = None) -> None:
+    def __init__(self, log: RunningLog | None = None, positions: torch.Tensor | None = None,
+                 batched_rows: int = 0) -> None:
         super().__init__()
-        self.log, self.positions = log, positions
+        self.log, self.positions, self.batched_rows = log, positions, batched_rows
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.batch_norm:
-            bound = _SIGNATURE.bind(*args, **kwargs)
-            bound.apply_defaults()
-            p = bound.arguments
+            p = batch_norm_arguments(args, kwargs)
             if p["training"]:
-                return self._per_sample(p)
+                k = self.batched_rows
+                if not k:
+                    return self._per_sample(p)
+                head, tail = p["input"].split([k, p["input"].shape[0] - k])
+                batched = F.batch_norm(head, p["running_mean"], p["running_var"], p["weight"], p["bias"], True,
+                                       p["momentum"], p["eps"])
+                return torch.cat([batched, self._per_sample({**p, "input": tail})]) if len(tail) else batched
         return func(*args, **kwargs)
 
     def _per_sample(self, p: dict) -> torch.Tensor:

@@ -206,15 +206,20 @@ def _pair(v) -> list[int]:
     return [int(i) for i in v] if isinstance(v, (tuple, list)) else [int(v), int(v)]
 
 
+def batch_norm_arguments(args: tuple, kwargs: dict) -> dict:
+    """A call of ``F.batch_norm``'s arguments by name, defaults filled in."""
+    bound = _SIGNATURE.bind(*args, **kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
 class second_order(TorchFunctionMode):
     """Within this context, train-mode affine batch norms and 2-D convolutions take the faster double backward."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.batch_norm:
-            bound = _SIGNATURE.bind(*args, **kwargs)
-            bound.apply_defaults()
-            p = bound.arguments
+            p = batch_norm_arguments(args, kwargs)
             if p["training"] and p["weight"] is not None and p["bias"] is not None:
                 return _BatchNormTrain.apply(p["input"], p["weight"], p["bias"], p["running_mean"],
                                              p["running_var"], p["momentum"], p["eps"])
