@@ -28,8 +28,8 @@ DATA = ["n_train=192", "n_val=128", "n_test=64", "n_target=64"]
 
 
 def run(pruner: str, epochs: int, root: Path) -> dict:
-    from dgx.cli.common import resolve_config
     from dgx.config import get_settings
+    from dgx.sweep.plan import resolve_config
     from dgx.sweep.storage import open_storage
     from dgx.sweep.study import SweepPlan, run_sweep
 
@@ -43,7 +43,7 @@ def run(pruner: str, epochs: int, root: Path) -> dict:
                                                                             "image_size": 32, "epochs": epochs}}))
     cfg, budget = resolve_config("erm", None, "decoy-cxr", DATA, str(root / "budget.yaml"), model=None, weights=None,
                                  image_size=None, epochs=None, batch_size=16, actdiff_layers="all")
-    from dgx.cli.common import load_data
+    from dgx.sweep.plan import load_data
 
     data = load_data(cfg)
     url = f"sqlite:///{root / 'bench.db'}"

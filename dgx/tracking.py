@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import optuna
 
 from dgx.config import Settings
+from dgx.runs import SCORES, TrialRecord, load_scores
 from dgx.train import TrainConfig, TrainResult
 
 log = logging.getLogger("dgx")
@@ -29,27 +29,11 @@ def record_trial(trial: optuna.Trial, cfg: TrainConfig, result: TrainResult, *, 
     ``variant`` names a data variant of the same dataset (``oracle``: the source with
     its shortcut decorrelated), which the report shows as a row of its own.
     """
-    attrs: dict[str, Any] = {
-        "method": cfg.method,
-        "mask": cfg.mask,
-        "dataset": cfg.dataset,
-        "source": source,
-        "targets": list(targets),
-        "phase": phase,
-        "seed": cfg.seed,
-        "profile": cfg.profile,
-        "config": cfg.to_dict(),
-        "val_auroc": result.val_auroc,
-        "best_epoch": result.best_epoch,
-        "auroc": dict(result.auroc),
-        "resumed_from": result.resumed_from,
-        "run_id": run_id,
-    }
-    if variant:
-        attrs["variant"] = variant
-    if wandb_run:
-        attrs["wandb_run"] = wandb_run
-    for key, value in attrs.items():
+    record = TrialRecord(method=cfg.method, mask=cfg.mask, dataset=cfg.dataset, source=source, targets=list(targets),
+                         phase=phase, seed=cfg.seed, auroc=dict(result.auroc), profile=cfg.profile, run_id=run_id,
+                         variant=variant, config=cfg.to_dict(), val_auroc=result.val_auroc,
+                         best_epoch=result.best_epoch, resumed_from=result.resumed_from, wandb_run=wandb_run)
+    for key, value in record.to_attrs().items():
         trial.set_user_attr(key, value)
 
 
@@ -108,10 +92,8 @@ class WandbRun:
         """One ROC chart of the selected checkpoint, a line per domain, from the run folder's scores."""
         import wandb
 
-        from dgx.train import SCORES_FILE, load_scores
-
         rows = []
-        for domain, (labels, scores) in load_scores(Path(run_dir) / SCORES_FILE).items():
+        for domain, (labels, scores) in load_scores(Path(run_dir) / SCORES).items():
             if len(np.unique(labels)) < 2:
                 continue
             fpr, tpr = roc_points(labels, scores)

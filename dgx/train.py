@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,18 +29,16 @@ import torch
 from rich.progress import Progress
 from sklearn.metrics import roc_auc_score
 
+from dgx import runs
 from dgx.data.base import Bundle, Split
 from dgx.data.loader import batches, num_batches
 from dgx.data.profile import for_profile
-from dgx.methods import build_method
+from dgx.methods import method_class, paper_epochs
 from dgx.models import InputNormalizer, build_model
 from dgx.profiles import get_profile
 from dgx.progress import make_progress
 
 log = logging.getLogger("dgx")
-
-PAPER_EPOCHS = {"erm": 15}  # §4: ERM 15 epochs (Saab et al.), all other methods 100 (Viviano et al.)
-DEFAULT_EPOCHS = 100
 
 
 @dataclass(frozen=True)
@@ -67,7 +64,7 @@ class TrainConfig:
 
     @property
     def num_epochs(self) -> int:
-        return self.epochs or PAPER_EPOCHS.get(self.method, DEFAULT_EPOCHS)
+        return self.epochs or paper_epochs(self.method)  # §4: ERM 15, the mask methods 100
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -118,110 +115,150 @@ def train(
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    done = run_dir / "result.json"
-    if done.exists():
-        return TrainResult(**json.loads(done.read_text()))
+    if (run_dir / runs.RESULT).exists():
+        return TrainResult(**json.loads((run_dir / runs.RESULT).read_text()))
     started = time.perf_counter()
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    cuda = dev.type == "cuda"
-    epochs = cfg.num_epochs
-
     profile = get_profile(cfg.profile)
     data = for_profile(data, profile, cfg.seed, cfg.mask)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, cfg.weights).to(dev)
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-    # The released periphery path reseeded its shuffle with the run's seed on every call.
-    fixed_shuffle = cfg.seed if profile.shuffle == "released" and cfg.mask == "periphery" else None
-    method = build_method(cfg.method, cfg.lam, cfg.actdiff_layers, profile=profile, shuffle_seed=fixed_shuffle)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.wd)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
-
-    start, best_val, best_epoch, history = 0, -math.inf, 0, []
-    by_accuracy = profile.select == "accuracy"
-    last = run_dir / "last.pt"
-    if last.exists():  # resume: restore everything that influences what comes next
-        ck = torch.load(last, map_location=dev, weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        sched.load_state_dict(ck["sched"])
-        torch.set_rng_state(ck["rng"])
-        if cuda and ck.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(ck["cuda_rng"])
-        start, best_val, best_epoch, history = ck["epoch"], ck["best_val"], ck["best_epoch"], ck["history"]
-        log.info("resuming %s from epoch %d/%d", run_dir.name, start, epochs)
-
+    run = _Run(cfg, profile, _device(device), run_dir)
     steps = num_batches(data.train, cfg.batch_size, drop_last=True)
     bar, own_bar = _progress(progress)
-    task = bar.add_task(f"{cfg.method}/{cfg.mask} seed {cfg.seed}", total=epochs * steps, completed=start * steps, status="")
-    normalize = InputNormalizer(profile.normalization)  # reused input buffers on CPU (see dgx.models)
+    task = bar.add_task(f"{cfg.method}/{cfg.mask} seed {cfg.seed}", total=run.epochs * steps,
+                        completed=run.start * steps, status="")
     try:
-        for epoch in range(start, epochs):
-            model.train()
-            loss_sum = torch.zeros((), device=dev)
-            # drop_last: a trailing batch of one breaks train-mode batch norm.
-            for images, labels, masks in batches(data.train, cfg.batch_size, cfg.mask, shuffle=True,
-                                                 seed=cfg.seed * 100_003 + epoch, drop_last=True,
-                                                 negatives=cfg.negative_masks):
-                x = normalize(images.to(dev, non_blocking=True))
-                if cuda:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with amp:
-                    parts = method.loss(model, x, labels.to(dev), masks.to(dev).float())
-                opt.zero_grad(set_to_none=True)
-                parts["loss"].backward()
-                opt.step()
-                loss_sum += parts["loss"].detach()
-                bar.advance(task)
-            train_loss = loss_sum.item() / max(steps, 1)
-            if not math.isfinite(train_loss):
-                raise NonFiniteLossError(f"non-finite training loss ({train_loss}) in epoch {epoch + 1}; lower --lr or --lam")
-            sched.step()
-            val_scores = predict(model, data.val, dev, eval_batch_size, profile.normalization)
-            val = _auroc(np.asarray(data.val.labels), val_scores)
-            acc = accuracy(np.asarray(data.val.labels), val_scores)
-            # AUROC: strict, ties keep the earlier checkpoint; accuracy: >=, later ties win (released code).
-            if (acc >= best_val) if by_accuracy else (val > best_val):
-                best_val, best_epoch = (acc if by_accuracy else val), epoch + 1
-                _atomic_save(model.state_dict(), run_dir / "best.pt")
-            history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_auroc": val, "val_accuracy": acc,
-                            "lr": opt.param_groups[0]["lr"]})
-            _atomic_save({"epoch": epoch + 1, "model": model.state_dict(), "opt": opt.state_dict(),
-                          "sched": sched.state_dict(), "rng": torch.get_rng_state(),
-                          "cuda_rng": torch.cuda.get_rng_state() if cuda else None,
-                          "best_val": best_val, "best_epoch": best_epoch, "history": history,
-                          "config": cfg.to_dict()}, last)
-            bar.update(task, status=f"loss {train_loss:.3f} val {val:.3f} acc {acc:.1f}% best acc {best_val:.1f}%"
-                       if by_accuracy else f"loss {train_loss:.3f} val {val:.3f} best {best_val:.3f}")
+        for epoch in range(run.start, run.epochs):
+            train_loss = run.train_epoch(data.train, epoch, steps, lambda: bar.advance(task))
+            stats = run.evaluate_and_select(data.val, epoch, train_loss, eval_batch_size)
+            run.save_last()
+            bar.update(task, status=run.status(stats))
             if on_epoch is not None:
-                on_epoch(epoch + 1, history[-1])
+                on_epoch(epoch + 1, stats)
     finally:
         if own_bar:
             bar.stop()
         else:
             bar.remove_task(task)
+    return run.finish(data, eval_batch_size, started)
 
-    model.load_state_dict(torch.load(run_dir / "best.pt", map_location=dev, weights_only=True))
-    domains = {data.source: data.test, **data.targets}
-    scores = {name: predict(model, split, dev, eval_batch_size, profile.normalization)
-              for name, split in domains.items()}
-    chosen = history[best_epoch - 1] if 0 < best_epoch <= len(history) else {}
-    # The selected checkpoint's scores stay in the run folder (ROC curves, paired tests); never uploaded.
-    save_scores(run_dir / SCORES_FILE, {name: (np.asarray(split.labels), scores[name]) for name, split in domains.items()})
-    result = TrainResult(
-        val_auroc=float(chosen.get("val_auroc", best_val)),
-        best_epoch=best_epoch,
-        auroc={name: _auroc(np.asarray(split.labels), scores[name]) for name, split in domains.items()},
-        history=history,
-        resumed_from=start,
-        wall_s=time.perf_counter() - started,
-        val_accuracy=float(chosen.get("val_accuracy", math.nan)),
-        selection=profile.select,
-    )
-    _atomic_write_text(done, json.dumps(dataclasses.asdict(result), indent=1))
-    return result
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class _Run:
+    """One training's state: model, objective, optimizer, schedule and the selection so far.
+
+    Built fresh, or resumed from the run folder's ``last.pt`` with everything
+    that influences what comes next (weights, optimizer, schedule, RNG, history).
+    """
+
+    def __init__(self, cfg: TrainConfig, profile, dev: torch.device, run_dir: Path) -> None:
+        self.cfg, self.profile, self.dev, self.dir = cfg, profile, dev, run_dir
+        self.cuda = dev.type == "cuda"
+        self.epochs = cfg.num_epochs
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model, cfg.weights).to(dev)
+        if self.cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        # The released periphery path reseeded its shuffle with the run's seed on every call.
+        fixed_shuffle = cfg.seed if profile.shuffle == "released" and cfg.mask == "periphery" else None
+        self.method = method_class(cfg.method).from_config(cfg, profile, fixed_shuffle)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.wd)
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=self.epochs)
+        self.amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else contextlib.nullcontext()
+        self.normalize = InputNormalizer(profile.normalization)  # reused input buffers on CPU (see dgx.models)
+        self.by_accuracy = profile.select == "accuracy"
+        self.start, self.best_val, self.best_epoch, self.history = 0, -math.inf, 0, []
+        if (run_dir / runs.LAST).exists():
+            self._resume()
+
+    def _resume(self) -> None:
+        ck = torch.load(self.dir / runs.LAST, map_location=self.dev, weights_only=False)
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["opt"])
+        self.sched.load_state_dict(ck["sched"])
+        torch.set_rng_state(ck["rng"])
+        if self.cuda and ck.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ck["cuda_rng"])
+        self.start, self.best_val, self.best_epoch, self.history = ck["epoch"], ck["best_val"], ck["best_epoch"], ck["history"]
+        log.info("resuming %s from epoch %d/%d", self.dir.name, self.start, self.epochs)
+
+    def train_epoch(self, split: Split, epoch: int, steps: int, advance: Callable[[], None]) -> float:
+        """One pass over the training split; the mean training loss (raises if it is not finite)."""
+        cfg = self.cfg
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.dev)
+        # drop_last: a trailing batch of one breaks train-mode batch norm.
+        for images, labels, masks in batches(split, cfg.batch_size, cfg.mask, shuffle=True,
+                                             seed=cfg.seed * 100_003 + epoch, drop_last=True,
+                                             negatives=cfg.negative_masks):
+            x = self.normalize(images.to(self.dev, non_blocking=True))
+            if self.cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self.amp:
+                parts = self.method.loss(self.model, x, labels.to(self.dev), masks.to(self.dev).float())
+            self.opt.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            self.opt.step()
+            loss_sum += parts["loss"].detach()
+            advance()
+        train_loss = loss_sum.item() / max(steps, 1)
+        if not math.isfinite(train_loss):
+            raise NonFiniteLossError(f"non-finite training loss ({train_loss}) in epoch {epoch + 1}; lower --lr or --lam")
+        self.sched.step()
+        return train_loss
+
+    def evaluate_and_select(self, val: Split, epoch: int, train_loss: float, batch_size: int) -> dict:
+        """Score the validation split; keep this epoch's weights as best.pt if the profile's rule selects it."""
+        scores = predict(self.model, val, self.dev, batch_size, self.profile.normalization)
+        val_auroc = _auroc(np.asarray(val.labels), scores)
+        acc = accuracy(np.asarray(val.labels), scores)
+        # AUROC: strict, ties keep the earlier checkpoint; accuracy: >=, later ties win (released code).
+        if (acc >= self.best_val) if self.by_accuracy else (val_auroc > self.best_val):
+            self.best_val, self.best_epoch = (acc if self.by_accuracy else val_auroc), epoch + 1
+            runs.save_checkpoint(self.model.state_dict(), self.dir / runs.BEST)
+        stats = {"epoch": epoch + 1, "train_loss": train_loss, "val_auroc": val_auroc, "val_accuracy": acc,
+                 "lr": self.opt.param_groups[0]["lr"]}
+        self.history.append(stats)
+        return stats
+
+    def save_last(self) -> None:
+        runs.save_checkpoint({"epoch": len(self.history), "model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                              "sched": self.sched.state_dict(), "rng": torch.get_rng_state(),
+                              "cuda_rng": torch.cuda.get_rng_state() if self.cuda else None,
+                              "best_val": self.best_val, "best_epoch": self.best_epoch, "history": self.history,
+                              "config": self.cfg.to_dict()}, self.dir / runs.LAST)
+
+    def status(self, stats: dict) -> str:
+        if self.by_accuracy:
+            return (f"loss {stats['train_loss']:.3f} val {stats['val_auroc']:.3f} acc {stats['val_accuracy']:.1f}% "
+                    f"best acc {self.best_val:.1f}%")
+        return f"loss {stats['train_loss']:.3f} val {stats['val_auroc']:.3f} best {self.best_val:.3f}"
+
+    def finish(self, data: Bundle, batch_size: int, started: float) -> TrainResult:
+        """Test the selected checkpoint on every domain; store its scores and the result (the "done" marker)."""
+        self.model.load_state_dict(torch.load(self.dir / runs.BEST, map_location=self.dev, weights_only=True))
+        domains = {data.source: data.test, **data.targets}
+        norm = self.profile.normalization
+        scores = {name: predict(self.model, split, self.dev, batch_size, norm) for name, split in domains.items()}
+        # The selected checkpoint's scores stay in the run folder (ROC curves, paired tests); never uploaded.
+        labels = {name: np.asarray(split.labels) for name, split in domains.items()}
+        runs.save_scores(self.dir / runs.SCORES, {name: (labels[name], scores[name]) for name in domains})
+        chosen = self.history[self.best_epoch - 1] if 0 < self.best_epoch <= len(self.history) else {}
+        result = TrainResult(
+            val_auroc=float(chosen.get("val_auroc", self.best_val)),
+            best_epoch=self.best_epoch,
+            auroc={name: _auroc(labels[name], scores[name]) for name in domains},
+            history=self.history,
+            resumed_from=self.start,
+            wall_s=time.perf_counter() - started,
+            val_accuracy=float(chosen.get("val_accuracy", math.nan)),
+            selection=self.profile.select,
+        )
+        runs.atomic_write_text(self.dir / runs.RESULT, json.dumps(dataclasses.asdict(result), indent=1))
+        return result
 
 
 @torch.no_grad()
@@ -257,30 +294,6 @@ def _auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float("nan") if len(np.unique(labels)) < 2 else float(roc_auc_score(labels, scores))
 
 
-SCORES_FILE = "scores.npz"
-
-
-def save_scores(path: Path, per_domain: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-    """Labels and P(pneumothorax) of the selected checkpoint per domain, written atomically."""
-    arrays = {}
-    for name, (labels, scores) in per_domain.items():
-        arrays[f"{name}.labels"] = np.asarray(labels, dtype=np.int8)
-        arrays[f"{name}.scores"] = np.asarray(scores, dtype=np.float32)
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def load_scores(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Inverse of :func:`save_scores` ({} when the run predates score files)."""
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    with np.load(path) as z:
-        names = sorted({k.rsplit(".", 1)[0] for k in z.files})
-        return {n: (z[f"{n}.labels"], z[f"{n}.scores"]) for n in names}
-
-
 def _progress(progress: Progress | bool) -> tuple[Progress, bool]:
     if isinstance(progress, Progress):
         return progress, False
@@ -288,15 +301,3 @@ def _progress(progress: Progress | bool) -> tuple[Progress, bool]:
     bar.disable = not progress
     bar.start()
     return bar, True
-
-
-def _atomic_save(obj: object, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

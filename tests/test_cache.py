@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dgx.data.cache import build_cache, decode_image, load_cache, read_index
-from dgx.data.manifest import read_manifest
-from dgx.data.sources import prepare_source
 from dgx.errors import DgxError
 from dgx.masks.rle import abnormality_mask, load_rle_table
+from dgx.prep.cache import build_cache, decode_image, load_cache, read_index
+from dgx.prep.manifest import read_manifest
+from dgx.prep.sources import prepare_source
 from tests.test_siim import lesion, write_dicom, write_siim_tree
 
 SMALL = {"train": (4, 2), "val": (2, 1), "test": (2, 1)}

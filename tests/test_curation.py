@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 
 from dgx.cli import DgxGroup
 from dgx.cli.data import data_app
-from dgx.data import curate
-from dgx.data.manifest import COLUMNS, read_manifest
-from dgx.data.sources import SOURCES
-from dgx.data.sources.chexpert import relative_paths
 from dgx.errors import DgxError
+from dgx.prep import curate
+from dgx.prep.manifest import COLUMNS, read_manifest
+from dgx.prep.sources import SOURCES
+from dgx.prep.sources.chexpert import relative_paths
 
 N, POS = 4607, 1014
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from dgx.data import load_dataset
+from dgx.sweep.plan import resolve_config
 from dgx.train import train
-from dgx.cli.common import resolve_config
 
 SEEDS = (0, 1, 2)
 

@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dgx.data.cache import GAZE_SIGMA, build_cache, load_cache, lung_template, read_index
-from dgx.data.manifest import read_manifest
 from dgx.errors import DgxError
 from dgx.masks import periphery_mask
-from dgx.masks import lungseg
 from dgx.masks.gaze import gaze_heatmap, gaze_mask
+from dgx.prep import lungseg
+from dgx.prep.cache import GAZE_SIGMA, build_cache, load_cache, lung_template, read_index
+from dgx.prep.manifest import read_manifest
 from tests.test_cache import siim  # noqa: F401  (fixture: 8 DICOMs, 4 positives, with manifests)
 
 

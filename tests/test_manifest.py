@@ -7,9 +7,9 @@ import math
 import pandas as pd
 import pytest
 
-from dgx.data.manifest import COLUMNS, read_manifest, summary, validate, write_manifests
-from dgx.data.sources import SOURCES, Source, get_source
 from dgx.errors import DgxError
+from dgx.prep.manifest import COLUMNS, read_manifest, summary, validate, write_manifests
+from dgx.prep.sources import SOURCES, Source, get_source
 
 
 def frame(domain="chexpert", split="test", n=4) -> pd.DataFrame:

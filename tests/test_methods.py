@@ -268,3 +268,31 @@ def test_registry_and_bad_arguments():
         build_method("rrr", lam=float("nan"))
     with pytest.raises(DgxError, match="layer set"):
         build_method("actdiff", lam=1.0, actdiff_layers="middle")
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_registered_method_keeps_the_contract(name):
+    """Adding a method is one file plus one registry line: this runs over whatever is registered."""
+    import dataclasses
+
+    from dgx.methods import display_name, method_class, paper_epochs, uses_mask
+    from dgx.profiles import PROFILES
+    from dgx.train import TrainConfig
+
+    cls = method_class(name)
+    assert cls.name == name and display_name(name) == cls.display_name != ""
+    assert isinstance(uses_mask(name), bool) and paper_epochs(name) > 0
+    assert set(cls.config_fields()) <= {f.name for f in dataclasses.fields(TrainConfig)}
+    assert dataclasses.is_dataclass(cls.Options) and cls.options(TrainConfig(method=name)) == cls.Options()
+    model = tiny_resnet().train()
+    x, y, m = batch(size=64)
+    for profile in PROFILES.values():
+        method = cls.from_config(TrainConfig(method=name, lam=0.1), profile)
+        assert isinstance(method, cls) and method.lam == (0.1 if cls.uses_mask else 0.0)
+        parts = method.loss(model, x, y, m)
+        assert {"loss", "ce"} <= set(parts) and torch.isfinite(parts["loss"])
+        if cls.uses_mask:
+            assert parts["penalty"] > 0  # the rectangle leaves background to constrain
+        model.zero_grad()
+        parts["loss"].backward()
+        assert all(p.grad is not None for p in model.fc.parameters())

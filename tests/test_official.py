@@ -245,7 +245,7 @@ def test_official_cxr_p_needs_the_gaze_pool(tmp_path):
 
 
 def test_siim_lists_write_the_gaze_pool_in_list_order():
-    from dgx.data.sources.siim import prepare
+    from dgx.prep.sources.siim import prepare
 
     ref = reference_dir()
     frames = prepare(None, metadata_only=True, seed=0, options={"splits": str(ref / "cxr_p_splits.csv")})

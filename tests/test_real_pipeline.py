@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dgx.data.cache import build_cache
 from dgx.data.real import load_real
-from dgx.data.sources import prepare_source
 from dgx.errors import DgxError
+from dgx.prep.cache import build_cache
+from dgx.prep.sources import prepare_source
 from tests.test_siim import write_siim_tree
 
 SPLITS = {"train": (24, 12), "val": (12, 6), "test": (12, 6), "trainval_full": (10, 5), "test_full": (6, 3)}

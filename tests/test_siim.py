@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dgx.data.sources import get_source
 from dgx.errors import DgxError
 from dgx.masks.rle import encode_rle
+from dgx.prep.sources import get_source
 
 
 def reference_dir() -> Path | None:

@@ -6,8 +6,6 @@ written to a temporary file and renamed, so a crash never leaves half a figure.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,16 +28,13 @@ def _pyplot():
 
 def save_png(fig, out: Path, dpi: int = 150) -> Path:
     """Write ``fig`` to ``out`` atomically (temp file in the same folder, then rename)."""
+    from dgx.runs import atomic_write
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".png")
     try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_write(out) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     finally:
         _pyplot().close(fig)
     return out

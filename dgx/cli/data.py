@@ -49,8 +49,8 @@ def prepare(
     table (images, positives, ages, views) goes to stdout.
     """
     from dgx.config import get_settings
-    from dgx.data.manifest import summary
-    from dgx.data.sources import get_source, prepare_source
+    from dgx.prep.manifest import summary
+    from dgx.prep.sources import get_source, prepare_source
     from dgx.progress import console
 
     get_source(source)  # fail fast on an unknown name, before parsing anything else

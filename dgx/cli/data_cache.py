@@ -42,8 +42,8 @@ def cache(
     rerunning is instant, and a changed manifest or size builds a new one.
     """
     from dgx.config import get_settings
-    from dgx.data.cache import build_cache, read_index
-    from dgx.masks.lungseg import find_weights
+    from dgx.prep.cache import build_cache, read_index
+    from dgx.prep.lungseg import find_weights
     from dgx.progress import console
 
     data_dir = get_settings().data_dir

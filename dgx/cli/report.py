@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-
-from dgx.config import get_settings
-from dgx.errors import DgxError, unknown_choice
-
-PHASES = ("seeds", "search", "all")
-SOURCES = ("optuna", "wandb")
-TESTS = ("t", "wilcoxon")
-FIGURES = ("bars", "roc")
-RUN_CIS = ("delong", "bootstrap")
 
 
 def report(
@@ -38,56 +27,7 @@ def report(
     run_ci: Annotated[Optional[str], typer.Option("--run-ci", help="Per-run AUROC intervals from the saved scores: delong or bootstrap.")] = None,
 ) -> None:
     """Print test AUROC per domain and method: mean ± 95% CI (t) across seeds, with n."""
-    from dgx.report import filter_runs, report as build_report
-    from dgx.report.load import load_runs
+    options = dict(locals())  # the parsed options, before any other local name
+    from dgx.report.command import run_report
 
-    for value, choices, what in ((phase, PHASES, "phase"), (source, SOURCES, "source"), (test, TESTS, "test"),
-                                 (figure, FIGURES, "figure"), (run_ci, RUN_CIS, "--run-ci")):
-        if value is not None and value not in choices:
-            raise unknown_choice(what, value, choices)
-    settings = get_settings()
-    chosen_phase = None if phase == "all" else phase
-    if source == "wandb":
-        from dgx.report.wandb_source import load_wandb_runs
-
-        runs = load_wandb_runs(entity or settings.wandb_entity, project or settings.wandb_project,
-                               study_prefix=study, phase=chosen_phase)
-    else:
-        url = storage or settings.default_storage()
-        runs = load_runs(url, study_prefix=study, phase=chosen_phase)
-    filters = {"dataset": dataset, "method": None if table in ("2", "5") else method, "mask": mask}
-    runs = filter_runs(runs, **filters)
-    if figure is not None:
-        from dgx.report.figures import draw
-
-        path = draw(figure, runs, out or Path(f"figures/report_{figure}.png"), settings.runs_dir)
-        typer.echo(f"wrote {path}")
-        return
-    if run_ci is not None:
-        from dgx.report.runci import run_ci_table
-
-        text = run_ci_table(runs, settings.runs_dir, run_ci, fmt)
-    else:
-        text = build_report(None, shape=table, fmt=fmt, method=method[0] if method and table in ("2", "5") else None,
-                            baseline=baseline, test=test, runs=runs)
-    if out is None:
-        typer.echo(text, nl=False)
-        return
-    write_atomic(out, text)
-    typer.echo(f"wrote {out}")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise DgxError(f"cannot write {path}: {exc.strerror}; pass --out to a writable location") from None
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    typer.echo(run_report(**options), nl=False)

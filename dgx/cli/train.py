@@ -6,13 +6,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from dgx.progress import result_console
 from rich.table import Table
 
 from dgx.cli import common as c
-from dgx.config import get_settings
-from dgx.models import build_model
-from dgx.progress import console
+from dgx.progress import result_console
 
 
 def train(
@@ -41,20 +38,10 @@ def train(
     The checkpoint is chosen on source validation AUROC only. Rerunning the same
     command resumes an interrupted run from its last epoch.
     """
-    from dgx.train import train as run_train
+    options = dict(locals())  # the parsed options, before any other local name
+    from dgx.sweep.plan import train_one
 
-    cfg, _ = c.resolve_config(method, mask, data, data_opt, budget, model=model, weights=weights,
-                              image_size=image_size, epochs=epochs, batch_size=batch_size,
-                              actdiff_layers=actdiff_layers, lr=lr, wd=wd, lam=lam, seed=seed,
-                              negative_masks=negative_masks, profile=profile)
-    build_model(cfg.model, cfg.weights)  # fail fast on a bad model name or weights, before building data
-    bundle = c.load_data(cfg)
-    root = runs_dir or get_settings().runs_dir
-    run_dir = Path(root) / "runs" / cfg.run_id(bundle.fingerprint)
-    console.print(f"[bold]dgx train[/] {cfg.method} mask={cfg.mask} profile={cfg.profile} data={cfg.dataset} model={cfg.model} "
-                  f"weights={cfg.weights} size={bundle.image_size} epochs={cfg.num_epochs} lr={cfg.lr:g} "
-                  f"wd={cfg.wd:g} λ={cfg.lam:g} seed={cfg.seed} → {run_dir}")
-    result = run_train(cfg, bundle, run_dir, device=device)
+    cfg, bundle, result = train_one(**options)
     chosen = (f"val accuracy {result.val_accuracy:.1f}%, AUROC {result.val_auroc:.3f}" if result.selection == "accuracy"
               else f"val AUROC {result.val_auroc:.3f}")
     table = Table(title=f"{cfg.method} ({cfg.mask}, {cfg.profile} profile) — best epoch {result.best_epoch}, {chosen}")

@@ -24,8 +24,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +34,7 @@ from dgx.data.base import Bundle, Split
 from dgx.data.lungs import load_lung_atlas, place_lungs, pneumothorax_region
 from dgx.errors import DgxError
 from dgx.masks import all_ones_for_negatives, periphery_masks, scaled_mask
+from dgx.runs import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -305,12 +304,6 @@ def load_decoy(cfg: DecoyConfig, cache_dir: Path) -> Bundle:
             log.warning("decoy-cxr cache %s unreadable (%s); regenerating", path, e)
     bundle = generate_decoy(cfg, atlas_cache=Path(cache_dir) / "lung-atlas")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **_flatten(bundle))
-        os.replace(tmp, path)  # atomic: a concurrent reader sees no file or a whole one
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp:  # a concurrent reader sees no file or a whole one
+        np.savez_compressed(tmp, **_flatten(bundle))
     return bundle

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import tempfile
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -22,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from dgx.errors import DgxError
+from dgx.runs import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +115,8 @@ def _master(cache_dir: Path | None) -> np.ndarray:
             return np.unpackbits(z["bits"], count=int(np.prod(shape))).reshape(shape).astype(bool)
     masks = _master_from_zip()
     file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, bits=np.packbits(masks), shape=np.array(masks.shape))
-        os.replace(tmp, file)  # atomic: concurrent runs never see half a file
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(file) as tmp:  # concurrent runs never see half a file
+        np.savez_compressed(tmp, bits=np.packbits(masks), shape=np.array(masks.shape))
     return masks
 
 

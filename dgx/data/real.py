@@ -40,7 +40,8 @@ OPTIONS = ("manifest_dir", "cache_dir")
 
 def load_real(name: str, options: Mapping[str, str], image_size: int | None, data_dir: Path) -> Bundle:
     """The source splits of ``name`` and every available cached target, memory-mapped."""
-    from dgx.data.cache import _sha, load_cache
+    from dgx.data.cache import load_cache
+    from dgx.data.cache import sha256_file as _sha
 
     if name not in NAMES:
         raise unknown_choice("real dataset", name, NAMES)

@@ -1,9 +1,12 @@
 """Training objectives: ERM and the mask-based methods of the paper.
 
-An explicit registry: add a method by adding a file and a line here.
+An explicit registry: add a method by adding a file (a Method subclass with
+its traits and ``from_config``) and a line here.
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 from dgx.errors import unknown_choice
 from dgx.methods.actdiff import ActDiff
@@ -21,22 +24,37 @@ METHODS: dict[str, type[Method]] = {
 }
 
 
-def build_method(name: str, lam: float = 0.0, actdiff_layers: str = "all", profile: Profile | None = None,
-                 shuffle_seed: int | None = None) -> Method:
-    """Instantiate a registered method with a profile's switches (default: ``paper``); unknown names
-    list the valid ones. ``shuffle_seed``: ActDiff's fixed per-image shuffle (released periphery path)."""
+BASELINE = "erm"  # the method every table compares against
+
+
+def method_class(name: str) -> type[Method]:
+    """The registered class of ``name``; unknown names list the valid ones."""
     if name not in METHODS:
         raise unknown_choice("method", name, METHODS)
-    p = profile or PROFILES["paper"]
-    per_sample = p.penalty_bn == "per_sample"
-    if name == "actdiff":
-        return ActDiff(lam, layers=actdiff_layers, per_sample=per_sample,  # type: ignore[arg-type]
-                       tensors=p.actdiff_tensors, shuffle=p.shuffle, shuffle_seed=shuffle_seed)
-    if name == "rrr":
-        return RRR(lam, per_sample=per_sample, log_eps=p.rrr_log == "log_eps")
-    if name == "gradmask":
-        return GradMask(lam, per_sample=per_sample)
-    return METHODS[name](lam)
+    return METHODS[name]
 
 
-__all__ = ["METHODS", "Method", "build_method", "ERM", "ActDiff", "RRR", "GradMask"]
+def uses_mask(name: str) -> bool:
+    return method_class(name).uses_mask
+
+
+def display_name(name: str) -> str:
+    return method_class(name).display_name if name in METHODS else name
+
+
+def paper_epochs(name: str) -> int:
+    return method_class(name).paper_epochs
+
+
+def build_method(name: str, lam: float = 0.0, actdiff_layers: str = "all", profile: Profile | None = None,
+                 shuffle_seed: int | None = None) -> Method:
+    """Instantiate a registered method with a profile's switches (default: ``paper``).
+
+    ``shuffle_seed``: ActDiff's fixed per-image shuffle (the released periphery path).
+    """
+    cfg = SimpleNamespace(lam=lam, actdiff_layers=actdiff_layers)
+    return method_class(name).from_config(cfg, profile or PROFILES["paper"], shuffle_seed)
+
+
+__all__ = ["METHODS", "BASELINE", "Method", "build_method", "method_class", "uses_mask", "display_name",
+           "paper_epochs", "ERM", "ActDiff", "RRR", "GradMask"]

@@ -36,25 +36,27 @@ its shuffled copy through a pass with per-sample batch-norm statistics.
 
 from __future__ import annotations
 
-from typing import Literal
-
-import torch
-from torch import nn
+import dataclasses
+from typing import TYPE_CHECKING, Literal
 
 from dgx.errors import DgxError, unknown_choice
 from dgx.methods.base import Method
-from dgx.methods.per_sample import RunningLog, constrained_rows, per_sample_bn, statistics_pass
 
-NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+if TYPE_CHECKING:  # functions import torch themselves, so reading a method's traits needs no torch
+    import torch
+    from torch import nn
+
 LAYER_CHOICES = ("all", "last")
 
 
 def activation_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The normalization layers whose outputs are pre-activations, in forward order."""
+    from torch import nn
+    norms = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
     return [
         (name, mod)
         for name, mod in model.named_modules()
-        if isinstance(mod, NORM_TYPES) and "downsample" not in name.split(".")
+        if isinstance(mod, norms) and "downsample" not in name.split(".")
     ]
 
 
@@ -77,6 +79,7 @@ def shuffle_background(x: torch.Tensor, m: torch.Tensor, generator: torch.Genera
     per image, the background positions in index order and in a random order, and
     the in-mask positions identically in both, so they map to themselves.
     """
+    import torch
     b, c, h, w = x.shape
     fg = m.reshape(b, h * w) > 0.5
     index = torch.arange(h * w, device=x.device, dtype=torch.float32).expand(b, -1) / (h * w)
@@ -96,6 +99,7 @@ def shuffle_released(x: torch.Tensor, m: torch.Tensor, generator: torch.Generato
     permutation of an image's n background values depends only on (seed, n), so
     an image gets the same one in every epoch. Otherwise a fresh one per call.
     """
+    import torch
     b, c, h, w = x.shape
     n = c * h * w
     bg = (m < 0.5).expand(b, c, h, w).reshape(b, n)
@@ -127,11 +131,13 @@ class _DistanceHooks:
         self.outputs.append(out if self.after else self._distance(out))
 
     def _distance(self, out: torch.Tensor) -> torch.Tensor:
+        import torch
         a, b = self.pairs(out)
         return torch.linalg.vector_norm((a - b).flatten(1).float(), dim=1)
 
     def distances(self) -> torch.Tensor:
         """(layers, pairs)."""
+        import torch
         return torch.stack([self._distance(o) for o in self.outputs] if self.after else self.outputs)
 
     def __enter__(self) -> "_DistanceHooks":
@@ -153,6 +159,16 @@ def masked_copies(x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch
 
 class ActDiff(Method):
     name = "actdiff"
+    display_name = "ActDiff"
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        actdiff_layers: str = "all"  # every hooked layer, or only the last
+
+    @classmethod
+    def from_config(cls, cfg, profile, shuffle_seed=None) -> "ActDiff":
+        return cls(cfg.lam, layers=cls.options(cfg).actdiff_layers, per_sample=profile.penalty_bn == "per_sample",
+                   tensors=profile.actdiff_tensors, shuffle=profile.shuffle, shuffle_seed=shuffle_seed)
 
     def __init__(self, lam: float = 0.0, layers: Literal["all", "last"] = "all", *, per_sample: bool = False,
                  tensors: Literal["pre_activation", "released"] = "pre_activation",
@@ -177,6 +193,7 @@ class ActDiff(Method):
         return shuffle_background(x, m).detach()
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
+        import torch
         if self.per_sample:
             return self._loss_per_sample(model, x, y, m)
         b = x.shape[0]
@@ -206,6 +223,9 @@ class ActDiff(Method):
         pairs in per-sample statistics. An image with an all-ones mask is its own shuffled copy (distance
         exactly zero): it takes one no-grad pass, whose statistics count for both of its updates.
         """
+        import torch
+
+        from dgx.methods.per_sample import RunningLog, constrained_rows, per_sample_bn, statistics_pass
         b = x.shape[0]
         rows, rest = constrained_rows(m)
         log = RunningLog(2 * b)

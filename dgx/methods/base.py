@@ -9,23 +9,52 @@ optimizer, AMP, devices and ``backward()``.
 Masks follow the paper's reference code: images without an annotation
 (negatives, unannotated positives) carry an all-ones mask, so every penalty is
 exactly zero for them.
+
+A method also owns its traits: its display name, whether it uses a mask (and so
+λ), its epoch count in the paper, the training-config fields it reads, and how
+it is built from a config and a profile (:meth:`Method.from_config`).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+import dataclasses
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from dgx.errors import DgxError
 
+if TYPE_CHECKING:  # functions import torch themselves, so reading a method's traits needs no torch
+    import torch
+    from torch import nn
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """A method without options of its own."""
+
 
 class Method:
-    name: ClassVar[str] = ""
+    name: ClassVar[str] = ""  # the registry key, as written in configs, studies and trial records
+    display_name: ClassVar[str] = ""  # as the report's tables print it
     # Whether λ and a mask mean anything for this method (ERM: no).
     uses_mask: ClassVar[bool] = True
+    paper_epochs: ClassVar[int] = 100  # §4: the mask methods train 100 epochs (Viviano et al.)
+    # The method's own options: a small frozen dataclass whose fields are TrainConfig fields of the same name.
+    Options: ClassVar[type] = NoOptions
+
+    @classmethod
+    def config_fields(cls) -> tuple[str, ...]:
+        """The TrainConfig fields only this method reads."""
+        return tuple(f.name for f in dataclasses.fields(cls.Options))
+
+    @classmethod
+    def options(cls, cfg: Any) -> Any:
+        """This method's options, read from a TrainConfig-like ``cfg``."""
+        return cls.Options(**{name: getattr(cfg, name) for name in cls.config_fields()})
+
+    @classmethod
+    def from_config(cls, cfg: Any, profile: Any, shuffle_seed: int | None = None) -> "Method":
+        """Build from a TrainConfig-like ``cfg`` (``lam`` and :attr:`Options`) and a Profile."""
+        return cls(cfg.lam if cls.uses_mask else 0.0)
 
     def __init__(self, lam: float = 0.0) -> None:
         if not lam >= 0:  # also rejects NaN
@@ -38,6 +67,7 @@ class Method:
     @staticmethod
     def ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy, computed in float32 even under autocast."""
+        import torch.nn.functional as F
         return F.cross_entropy(logits.float(), y)
 
     def combine(self, ce: torch.Tensor, penalty: torch.Tensor) -> dict[str, torch.Tensor]:

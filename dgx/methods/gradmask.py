@@ -11,14 +11,18 @@ as the released code's per-image loop did for its penalties.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from dgx.methods.base import Method
 from dgx.methods.rrr import differentiable_pass, released_penalty
 
+if TYPE_CHECKING:  # functions import torch themselves, so reading a method's traits needs no torch
+    import torch
+    from torch import nn
+
 
 def gradmask_penalty(x: torch.Tensor, logits: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    import torch
     contrast = (logits[:, 1].float() - logits[:, 0].float()).abs().sum()
     (grad,) = torch.autograd.grad(contrast, x, create_graph=True)
     return ((1 - m) * grad.float()).abs().sum()
@@ -26,6 +30,11 @@ def gradmask_penalty(x: torch.Tensor, logits: torch.Tensor, m: torch.Tensor) -> 
 
 class GradMask(Method):
     name = "gradmask"
+    display_name = "GradMask"
+
+    @classmethod
+    def from_config(cls, cfg, profile, shuffle_seed=None) -> "GradMask":
+        return cls(cfg.lam, per_sample=profile.penalty_bn == "per_sample")
 
     def __init__(self, lam: float = 0.0, *, per_sample: bool = False) -> None:
         super().__init__(lam)

@@ -43,7 +43,6 @@ from dgx.errors import DgxError
 from dgx.methods.second_order import batch_norm_arguments
 
 
-
 class RunningLog:
     """Per-sample statistics gathered over several passes, applied to the running statistics at once.
 

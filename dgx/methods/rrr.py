@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING
 
 from dgx.methods.base import Method
-from dgx.methods.per_sample import RunningLog, constrained_rows, per_sample_bn, statistics_pass
-from dgx.methods.second_order import second_order
+
+if TYPE_CHECKING:  # functions import torch themselves, so reading a method's traits needs no torch
+    import torch
+    from torch import nn
+
+    from dgx.methods.per_sample import per_sample_bn
 
 RELEASED_EPS = 1e-11  # the released code's log(softmax + 1e-11)
 
@@ -37,6 +38,7 @@ def differentiable_pass(model: nn.Module, x: torch.Tensor,
 
     ``per_sample``: a per-sample batch-norm mode (each sample's own statistics) to run the pass in.
     """
+    from dgx.methods.second_order import second_order
     x = x.detach().requires_grad_(True)
     with second_order(), (per_sample or contextlib.nullcontext()):  # per-sample innermost: it handles calls first
         logits = model(x)
@@ -51,6 +53,9 @@ def released_penalty(model: nn.Module, x: torch.Tensor, m: torch.Tensor,
     Images with an all-ones mask have a penalty of exactly zero: they take a no-grad pass, only for their
     running-statistics updates, which land in the released (row) order with the others'.
     """
+    import torch
+
+    from dgx.methods.per_sample import RunningLog, constrained_rows, per_sample_bn, statistics_pass
     rows, rest = constrained_rows(m)
     log = RunningLog(x.shape[0])
     statistics_pass(model, x.index_select(0, rest), log, rest[:, None])
@@ -65,24 +70,33 @@ def released_penalty(model: nn.Module, x: torch.Tensor, m: torch.Tensor,
 
 def summed_log_probs(logits: torch.Tensor, log_eps: bool = False) -> torch.Tensor:
     """Σ_{i,k} log p̂_ik, exact (log-softmax) or as released (log of softmax + 1e-11)."""
+    import torch
+    import torch.nn.functional as F
     z = logits.float()
     return (torch.log(F.softmax(z, dim=1) + RELEASED_EPS) if log_eps else F.log_softmax(z, dim=1)).sum()
 
 
 def input_gradient(model: nn.Module, x: torch.Tensor, *, log_eps: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, ∂ Σ_{i,k} log p̂_ik / ∂x), differentiable w.r.t. the model's parameters."""
+    import torch
     x, logits = differentiable_pass(model, x)
     (grad,) = torch.autograd.grad(summed_log_probs(logits, log_eps), x, create_graph=True)
     return logits, grad
 
 
 def rrr_penalty(x: torch.Tensor, logits: torch.Tensor, m: torch.Tensor, log_eps: bool = False) -> torch.Tensor:
+    import torch
     (grad,) = torch.autograd.grad(summed_log_probs(logits, log_eps), x, create_graph=True)
     return ((1 - m) * grad.float()).pow(2).sum()
 
 
 class RRR(Method):
     name = "rrr"
+    display_name = "RRR"
+
+    @classmethod
+    def from_config(cls, cfg, profile, shuffle_seed=None) -> "RRR":
+        return cls(cfg.lam, per_sample=profile.penalty_bn == "per_sample", log_eps=profile.rrr_log == "log_eps")
 
     def __init__(self, lam: float = 0.0, *, per_sample: bool = False, log_eps: bool = False) -> None:
         super().__init__(lam)

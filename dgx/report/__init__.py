@@ -11,8 +11,9 @@ import pandas as pd
 
 from dgx.errors import DgxError
 from dgx.report.load import load_runs
+from dgx.report.render import render
 from dgx.report.stats import mean_ci
-from dgx.report.tables import Baseline, build, render, table1, table1_cells
+from dgx.report.tables import Baseline, build, table1, table1_cells
 
 __all__ = ["load_runs", "mean_ci", "report", "table1", "table1_cells", "filter_runs"]
 

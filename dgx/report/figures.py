@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,16 +11,12 @@ from dgx.errors import DgxError
 
 
 def _save(fig, path: Path) -> Path:
+    from dgx.runs import atomic_write
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=150, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=150, bbox_inches="tight", format="png")
     return path
 
 
@@ -70,9 +64,8 @@ def roc(runs: pd.DataFrame, path: Path, runs_dir: Path) -> Path:
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
-    from dgx.report.runci import run_scores_path
     from dgx.report.tables import method_label
-    from dgx.train import load_scores
+    from dgx.runs import load_scores, scores_path
 
     if "run_id" not in runs.columns:
         raise DgxError("ROC figures need the run folders' scores; use the Optuna storage source")
@@ -84,7 +77,7 @@ def roc(runs: pd.DataFrame, path: Path, runs_dir: Path) -> Path:
     fig, axes = plt.subplots(1, len(domains), figsize=(3.4 * len(domains), 3.6), squeeze=False)
     drawn = 0
     for t in trials.itertuples(index=False):
-        scores = load_scores(run_scores_path(runs_dir, t.run_id)) if t.run_id else {}
+        scores = load_scores(scores_path(runs_dir, t.run_id)) if t.run_id else {}
         for ax, domain in zip(axes[0], domains):
             if domain in scores and len(np.unique(scores[domain][0])) == 2:
                 fpr, tpr, _ = roc_curve(*scores[domain])

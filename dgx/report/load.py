@@ -19,6 +19,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from dgx.errors import DgxError
+from dgx.runs import TrialRecord
 
 log = logging.getLogger("dgx")
 
@@ -33,17 +34,6 @@ def report_method(attrs: dict) -> str:
     source with its shortcut decorrelated), which is a row of its own."""
     return ORACLE if attrs.get("variant") == ORACLE else str(attrs["method"])
 
-def trial_profile(attrs: dict) -> str:
-    """The profile a trial trained with (trials from before profiles existed: paper)."""
-    if "profile" in attrs:
-        return str(attrs["profile"])
-    config = attrs.get("config")
-    return str(config.get("profile", "paper")) if isinstance(config, dict) else "paper"
-
-
-# Attrs a dgx trial must carry for its results to be reportable. "config" and
-# "val_auroc" are deliberately absent: the tables never read them.
-_REQUIRED = ("method", "mask", "dataset", "source", "targets", "phase", "seed", "auroc")
 
 
 def _open(storage: str | optuna.storages.BaseStorage) -> tuple[optuna.storages.BaseStorage, str]:
@@ -101,7 +91,7 @@ def _complete_trials(store: optuna.storages.BaseStorage, names: list[str]):
 def _complete_trials_sql(store: optuna.storages.RDBStorage, names: list[str]):
     import sqlalchemy as sa
 
-    wanted = set(_REQUIRED) | {"run_id", "variant", "profile"}
+    wanted = set(TrialRecord.REQUIRED) | {"run_id", "variant", "profile"}  # the tables never read "config"
     query = sa.text(
         "SELECT s.study_name, t.number, a.key, a.value_json FROM trials t "
         "JOIN studies s ON s.study_id = t.study_id "
@@ -122,27 +112,27 @@ def _complete_trials_sql(store: optuna.storages.RDBStorage, names: list[str]):
 
 def _trial_rows(study: str, number: int, attrs: dict) -> list[tuple]:
     """One row per domain (source first, then targets in display order)."""
-    missing = [k for k in _REQUIRED if k not in attrs]
+    missing = TrialRecord.missing(attrs)
     if missing:
         raise DgxError(
             f"trial #{number} of study {study!r} lacks user attrs {missing}; "
             "it was not written by `dgx sweep` — move it to another study or use --study-prefix to skip it"
         )
-    auroc = attrs["auroc"]
-    if not isinstance(auroc, dict):
-        raise DgxError(f"trial #{number} of study {study!r} has a non-dict 'auroc' attr ({auroc!r})")
-    method = report_method(attrs)
-    common = (study, number, str(attrs["dataset"]), method, str(attrs["mask"]),
-              str(attrs["phase"]), int(attrs["seed"]))
-    run_id = str(attrs.get("run_id", ""))
-    profile = trial_profile(attrs)
-    domains = [(str(attrs["source"]), "source")] + [(str(t), "target") for t in attrs["targets"]]
+    if not isinstance(attrs["auroc"], dict):
+        raise DgxError(f"trial #{number} of study {study!r} has a non-dict 'auroc' attr ({attrs['auroc']!r})")
+    return record_rows(study, number, TrialRecord.from_attrs(attrs))
+
+
+def record_rows(study: str, number: int, record: TrialRecord) -> list[tuple]:
+    """A record as rows of the runs frame (:data:`COLUMNS`), the source first, then the targets."""
+    method = ORACLE if record.variant == ORACLE else record.method
     rows = []
-    for domain, role in domains:
+    for domain, role in record.domains():
         # A domain the trial should have been scored on but was not becomes
         # NaN, so the table shows the gap instead of quietly dropping it.
-        value = auroc.get(domain)
-        rows.append(common + (domain, role, math.nan if value is None else float(value), run_id, profile))
+        value = record.auroc.get(domain)
+        rows.append((study, number, record.dataset, method, record.mask, record.phase, record.seed, domain, role,
+                     math.nan if value is None else float(value), record.run_id, record.profile))
     return rows
 
 

@@ -13,16 +13,10 @@ import pandas as pd
 from dgx.errors import DgxError
 
 
-def run_scores_path(runs_dir: Path, run_id: str) -> Path:
-    from dgx.train import SCORES_FILE
-
-    return Path(runs_dir) / "runs" / run_id / SCORES_FILE
-
-
 def run_ci_frame(runs: pd.DataFrame, runs_dir: Path, method: str, confidence: float = 0.95) -> pd.DataFrame:
     """One row per (trial, domain): AUROC and its per-run interval."""
     from dgx.report.stats import bootstrap_ci, delong_ci
-    from dgx.train import load_scores
+    from dgx.runs import load_scores, scores_path
 
     if "run_id" not in runs.columns:
         raise DgxError("these runs carry no run ids (a W&B source?); per-run intervals need the Optuna storage "
@@ -31,7 +25,7 @@ def run_ci_frame(runs: pd.DataFrame, runs_dir: Path, method: str, confidence: fl
     rows, missing = [], []
     for key, group in runs.groupby(["study", "trial"], sort=False):
         run_id = group["run_id"].iloc[0]
-        scores = load_scores(run_scores_path(runs_dir, run_id)) if run_id else {}
+        scores = load_scores(scores_path(runs_dir, run_id)) if run_id else {}
         if not scores:
             missing.append(f"{key[0]}#{key[1]}")
             continue
@@ -62,7 +56,7 @@ def run_ci_table(runs: pd.DataFrame, runs_dir: Path, method: str, fmt: str, conf
         lines.append(f"| {r.study} | {r.trial} | {r.seed} | {name} | {100 * r.auroc:.1f} | "
                      f"[{100 * r.low:.1f}, {100 * r.high:.1f}] | {r.n_images} |")
     if fmt == "latex":
-        from dgx.report.tables import _latex_escape
+        from dgx.report.render import _latex_escape
 
         body = [" & ".join([_latex_escape(str(r.study)), str(r.trial), str(r.seed), _latex_escape(r.domain),
                             f"{100 * r.auroc:.1f}", f"[{100 * r.low:.1f}, {100 * r.high:.1f}]"]) + r" \\"

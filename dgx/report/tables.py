@@ -19,18 +19,21 @@ can carry a paired comparison to a baseline (ERM, or a reference mask) with a
 
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from dgx.errors import DgxError, unknown_choice
+from dgx.methods import BASELINE, METHODS
+from dgx.report.load import ORACLE
 from dgx.report.stats import mean_ci, paired_difference
 
-METHOD_NAMES = {"erm": "ERM", "actdiff": "ActDiff", "rrr": "RRR", "gradmask": "GradMask",
-                "oracle": "Oracle (ERM, shortcut decorrelated)"}
+# Display names, in table order: every registered method (its own display_name), then the oracle row.
+METHOD_NAMES = {**{name: cls.display_name for name, cls in METHODS.items()},
+                ORACLE: f"Oracle ({METHODS[BASELINE].display_name}, shortcut decorrelated)"}
+# The paper's per-method tables of masks: Table 2 is ActDiff's, Table 5 RRR's.
+WIDE_TABLES = {"2": "actdiff", "5": "rrr"}
 MASK_NAMES = {"abnormality": "Abnormality", "scaled": "Scaled abnormality", "periphery": "Lung periphery",
               "gaze": "Gaze", "none": "None"}
 _METHOD_ORDER = tuple(METHOD_NAMES)
@@ -45,7 +48,8 @@ ALPHA = 0.05  # a paired comparison with p below this is marked "*"
 def method_label(method: str, mask: str) -> str:
     """Display name, e.g. "ERM" or "RRR (periphery)"."""
     name = METHOD_NAMES.get(method, method)
-    return name if method in ("erm", "oracle") and mask == "none" else f"{name} ({mask})"
+    maskless = method == ORACLE or (method in METHODS and not METHODS[method].uses_mask)
+    return name if maskless and mask == "none" else f"{name} ({mask})"
 
 
 def _rank(value: str, order: tuple[str, ...]) -> tuple[int, str]:
@@ -100,26 +104,26 @@ def per_seed(runs: pd.DataFrame) -> pd.DataFrame:
 class Baseline:
     """What each cell is compared with, seed by seed: ERM, or the same method with a reference mask."""
 
-    kind: str  # "erm" | "mask"
+    kind: str  # BASELINE ("erm") | "mask"
     mask: str = ""
 
     @classmethod
     def parse(cls, text: str | None) -> "Baseline | None":
         if not text or text == "none":
             return None
-        if text == "erm":
-            return cls("erm")
+        if text == BASELINE:
+            return cls(BASELINE)
         if text.startswith("mask:") and text[5:]:
             return cls("mask", text[5:])
         raise DgxError(f"--baseline {text!r} must be erm, mask:NAME (e.g. mask:abnormality) or none")
 
     def group(self, method: str, mask: str) -> tuple[str, str] | None:
-        if self.kind == "erm":
-            return None if method == "erm" else ("erm", "none")
-        return None if method == "erm" or mask == self.mask else (method, self.mask)
+        if self.kind == BASELINE:
+            return None if method == BASELINE else (BASELINE, "none")
+        return None if method == BASELINE or mask == self.mask else (method, self.mask)
 
     def label(self) -> str:
-        return "ERM" if self.kind == "erm" else f"{self.mask} mask"
+        return METHOD_NAMES[BASELINE] if self.kind == BASELINE else f"{self.mask} mask"
 
 
 def cells(runs: pd.DataFrame, confidence: float = 0.95, baseline: Baseline | None = None,
@@ -214,13 +218,13 @@ def table_long(runs: pd.DataFrame, shape: str, confidence: float, baseline: Base
     for experiment in dict.fromkeys(c["dataset"]):
         part = c[c["dataset"] == experiment]
         if shape == "3":
-            keep = (part["method"] == "erm") | (part["mask"] == gain_mask)
-            if not ((part["mask"] == gain_mask) & (part["method"] != "erm")).any():
+            keep = (part["method"] == BASELINE) | (part["mask"] == gain_mask)
+            if not ((part["mask"] == gain_mask) & (part["method"] != BASELINE)).any():
                 raise DgxError(f"Table 3 needs methods trained with the {gain_mask} mask on {experiment}; "
                                f"found {sorted(set(part['label']))}")
             ref = part[(part["mask"] == reference)].set_index(["domain", "method"])["mean"]
             part = part[keep].copy()
-            part["gain"] = [row.mean - ref.get((row.domain, row.method), np.nan) if row.method != "erm" else np.nan
+            part["gain"] = [row.mean - ref.get((row.domain, row.method), np.nan) if row.method != BASELINE else np.nan
                             for row in part.itertuples()]
         header = ["Dataset", "Method", "AUROC", "n"] + (["Gain"] if shape == "3" else [])
         header += ["Δ vs " + baseline.label()] if baseline else []
@@ -270,7 +274,7 @@ def table_wide(runs: pd.DataFrame, method: str, confidence: float, baseline: Bas
                     text += "*"
                 line.append(text)
             rows.append(line)
-        name = "Table 2" if method == "actdiff" else ("Table 5" if method == "rrr" else "Table")
+        name = next((f"Table {n}" for n, m in WIDE_TABLES.items() if m == method), "Table")
         target_cols = tuple(i + 1 for i, d in enumerate(domains) if roles[d] == "target")
         out.append(Table(_title(f"{name}: {METHOD_NAMES.get(method, method)} by segmentation type", runs,
                                 experiment, confidence),
@@ -287,14 +291,14 @@ def headline(runs: pd.DataFrame, confidence: float = 0.95, test: str = "t") -> l
     decorrelated), the share of the oracle-minus-ERM gap each method recovers:
     (method − ERM) / (oracle − ERM), from the seed means.
     """
-    if "erm" not in set(runs["method"]):
+    if BASELINE not in set(runs["method"]):
         return []
     seeds = per_seed(runs)[AVERAGE]
     experiment = runs["dataset"].iloc[0]
-    erm = seeds.loc[(experiment, "erm", "none")]
+    erm = seeds.loc[(experiment, BASELINE, "none")]
     if erm.dropna().empty:
         return []
-    oracle = seeds.loc[(experiment, "oracle", "none")] if ("oracle" in set(runs["method"])) else None
+    oracle = seeds.loc[(experiment, ORACLE, "none")] if (ORACLE in set(runs["method"])) else None
     test_name = "paired t" if test == "t" else "Wilcoxon signed-rank"
     lines = [f"Target average against ERM ({test_name} across seeds):"]
     gap = np.nan
@@ -304,7 +308,7 @@ def headline(runs: pd.DataFrame, confidence: float = 0.95, test: str = "t") -> l
                      f"{100 * gap:+.1f} points (the oracle is ERM trained on the same source with the shortcut "
                      "decorrelated from the label)")
     for method, mask in _groups(runs):
-        if method in ("erm", "oracle"):
+        if method in (BASELINE, ORACLE):
             continue
         values = seeds.loc[(experiment, method, mask)]
         shared = values.index.intersection(erm.index)
@@ -322,67 +326,6 @@ def headline(runs: pd.DataFrame, confidence: float = 0.95, test: str = "t") -> l
 
 # ---------------------------------------------------------------- renderers
 
-def _md(table: Table) -> str:
-    header = list(table.header)
-    for i in table.target_cols:
-        header[i] = f"_{header[i]}_"
-    shown = []
-    for row, is_target in zip(table.rows, table.target_rows):
-        row = list(row)
-        if is_target and row[0]:
-            row[0] = f"_{row[0]}_"
-        shown.append(row)
-    widths = [max(len(h), *(len(r[i]) for r in shown)) if shown else len(h) for i, h in enumerate(header)]
-    right = [i > 0 and not header[i].startswith(("Method", "Δ")) for i in range(len(header))]
-    right[0] = False
-
-    def line(values):
-        return "| " + " | ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)) + " |"
-
-    rule = "|" + "|".join("-" * (w + 1) + ":" if r else "-" * (w + 2) for w, r in zip(widths, right)) + "|"
-    footer = ["", *table.footer] if table.footer else []
-    return "\n".join([table.title, "", line(header), rule, *(line(r) for r in shown), "", table.note, *footer])
-
-
-def _latex_escape(text: str) -> str:
-    return (text.replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%").replace("_", r"\_")
-            .replace("#", r"\#").replace("±", r"$\pm$").replace("—", "---").replace("Δ", r"$\Delta$"))
-
-
-def _latex(table: Table) -> str:
-    cols = "l" * 2 + "r" * (len(table.header) - 2)
-    head = [_latex_escape(h) for h in table.header]
-    for i in table.target_cols:
-        head[i] = rf"\underline{{{head[i]}}}"
-    lines = [r"% " + _latex_escape(table.title), r"\begin{tabular}{" + cols + "}", r"\toprule",
-             " & ".join(head) + r" \\", r"\midrule"]
-    for row, is_target in zip(table.rows, table.target_rows):
-        cells_ = [_latex_escape(v) for v in row]
-        if is_target and cells_[0]:
-            cells_[0] = rf"\underline{{{cells_[0]}}}"
-        lines.append(" & ".join(cells_) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"% " + _latex_escape(table.note)]
-    lines += [r"% " + _latex_escape(f) for f in table.footer]
-    return "\n".join(lines)
-
-
-def render(tables: list[Table], fmt: str) -> str:
-    if fmt not in FORMATS:
-        raise unknown_choice("format", fmt, FORMATS)
-    if fmt == "markdown":
-        return "\n\n".join(_md(t) for t in tables) + "\n"
-    if fmt == "latex":
-        return "\n\n".join(_latex(t) for t in tables) + "\n"
-    data = pd.concat([t.data.assign(table=t.title.split(" —")[0]) for t in tables], ignore_index=True)
-    if fmt == "csv":
-        buf = io.StringIO()
-        data.to_csv(buf, index=False)
-        return buf.getvalue()
-    records = json.loads(data.to_json(orient="records"))
-    return json.dumps({"tables": [{"title": t.title, "header": t.header, "rows": t.rows, "note": t.note,
-                                   "headline": list(t.footer)} for t in tables], "cells": records}, indent=1) + "\n"
-
-
 def build(runs: pd.DataFrame, shape: str = "1", *, method: str | None = None, confidence: float = 0.95,
           baseline: Baseline | None = None, test: str = "t", gain_mask: str = "periphery",
           reference: str = "abnormality") -> list[Table]:
@@ -390,7 +333,7 @@ def build(runs: pd.DataFrame, shape: str = "1", *, method: str | None = None, co
     if shape not in SHAPES:
         raise unknown_choice("table", shape, SHAPES)
     if shape in ("2", "5"):
-        return table_wide(runs, method or ("actdiff" if shape == "2" else "rrr"), confidence, baseline, test)
+        return table_wide(runs, method or WIDE_TABLES[shape], confidence, baseline, test)
     return table_long(runs, shape, confidence, baseline, test, gain_mask, reference)
 
 
@@ -398,6 +341,8 @@ def table1(runs: pd.DataFrame, fmt: str = "markdown", confidence: float = 0.95) 
     """Render the paper's Table 1 (AUROC per domain × method) for ``runs``."""
     if fmt not in FORMATS:
         raise unknown_choice("table format", fmt, FORMATS)
+    from dgx.report.render import render
+
     return render(build(runs, "1", confidence=confidence), fmt)
 
 

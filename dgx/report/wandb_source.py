@@ -11,14 +11,14 @@ state "failed"). The API pages through runs lazily; a rate-limited page
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator
 
 import pandas as pd
 
 from dgx.errors import DgxError
-from dgx.report.load import COLUMNS
+from dgx.report.load import COLUMNS, record_rows
+from dgx.runs import TrialRecord
 
 log = logging.getLogger("dgx")
 
@@ -87,12 +87,7 @@ def load_wandb_runs(entity: str, project: str, study_prefix: str | tuple[str, ..
             continue  # not a dgx trial run (or one from before dgx wrote sources)
         _, _, number = run.name.rpartition("#")
         trial = int(number) if number.isdigit() else -1
-        domains = [(summary["source"], "source")] + [(t, "target") for t in summary.get("targets", [])]
-        for domain, role in domains:
-            value = summary.get(f"auroc/{domain}")
-            rows.append((study, trial, str(config["dataset"]), str(config["method"]), str(config["mask"]),
-                         str(run.job_type), int(config["seed"]), str(domain), role,
-                         math.nan if value is None else float(value), "", str(config.get("profile", "paper"))))
+        rows += record_rows(study, trial, TrialRecord.from_wandb(config, summary, str(run.job_type)))
     if not rows:
         raise DgxError(f"no finished dgx runs in W&B project {path}" + (f" with phase {phase!r}" if phase else "")
                        + (f" and group starting with {study_prefix!r}" if study_prefix else "")

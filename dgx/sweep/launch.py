@@ -86,8 +86,8 @@ def run_worker(storage_url: str, studies: list[str] | None = None, device: str =
     import optuna
     import torch
 
-    from dgx.cli.common import load_data
     from dgx.config import get_settings
+    from dgx.sweep.plan import load_data
     from dgx.sweep.storage import open_storage
     from dgx.sweep.study import SweepPlan, make_pruner, make_sampler, work
 

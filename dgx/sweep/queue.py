@@ -48,8 +48,18 @@ def point_key(params: dict) -> tuple:
     return tuple(sorted(params.items()))
 
 
-def trial_id(t: FrozenTrial) -> int:
-    return t._trial_id  # the storage's id; Optuna exposes it only on FrozenTrial's private field
+# ---- The only two places dgx reaches into Optuna's private API (checked on Optuna 4.2-4.5 and 5.0; the
+# dependency is pinned to <6). The work queue claims, stamps and fails trials by their storage id through
+# the study's storage: the public API offers neither (FrozenTrial has no public id; Study hides its storage).
+
+def trial_id(t: FrozenTrial | optuna.Trial) -> int:
+    """The storage's id of a trial (``FrozenTrial._trial_id``, ``Trial._trial_id``)."""
+    return t._trial_id
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage a study reads and writes (``Study._storage``)."""
+    return study._storage
 
 
 def retryable(t: FrozenTrial) -> bool:
@@ -104,7 +114,7 @@ def reap(study: optuna.Study, grace_s: float) -> list[int]:
         last = float(beat) if beat is not None else (t.datetime_start.timestamp() if t.datetime_start else now)
         if now - last > grace_s:
             try:
-                study._storage.set_trial_state_values(trial_id(t), TrialState.FAIL)
+                storage_of(study).set_trial_state_values(trial_id(t), TrialState.FAIL)
             except (RuntimeError, ValueError):  # it finished, or another worker reaped it first
                 continue
             log.warning("trial #%d of %s had no heartbeat for %.0f s: its worker is presumed dead; it will be retried",
@@ -116,7 +126,7 @@ def reap(study: optuna.Study, grace_s: float) -> list[int]:
 def _take(study: optuna.Study, t: FrozenTrial) -> optuna.Trial | None:
     """Atomically move the WAITING trial ``t`` to RUNNING; None when another worker took it first."""
     try:
-        if study._storage.set_trial_state_values(trial_id(t), TrialState.RUNNING):
+        if storage_of(study).set_trial_state_values(trial_id(t), TrialState.RUNNING):
             return optuna.Trial(study, trial_id(t))
     except (RuntimeError, ValueError):  # taken and finished by another worker meanwhile
         pass
@@ -133,7 +143,7 @@ def claim(study: optuna.Study) -> optuna.Trial | None:
 
 def duplicate_of(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial | None:
     """The owner of ``trial``'s point when that is another trial, else None."""
-    mine = study._storage.get_trial(trial._trial_id)
+    mine = storage_of(study).get_trial(trial_id(trial))
     owner = owners(study.get_trials(deepcopy=False)).get(point_key(_params_of(mine)))
     return owner if owner is not None and owner.number != mine.number else None
 
@@ -166,7 +176,7 @@ class Heartbeat:
     """Context manager: a daemon thread stamping the trial's heartbeat every ``interval`` seconds."""
 
     def __init__(self, study: optuna.Study, trial: optuna.Trial, interval: float):
-        self.storage, self.trial_id, self.interval = study._storage, trial._trial_id, interval
+        self.storage, self.trial_id, self.interval = storage_of(study), trial_id(trial), interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"dgx-heartbeat-{trial.number}", daemon=True)
 

@@ -38,9 +38,12 @@ class Budget:
     lam_by_method: dict = field(default_factory=dict)  # method -> λ values, where the grid gives them per method
 
     def grid_for(self, method: str) -> dict[str, list[float]]:
-        """ERM has no λ: its grid drops that axis. A per-method λ list replaces the shared one."""
-        grid = {k: v for k, v in self.grid.items() if not (method == "erm" and k == "lam")}
-        if method != "erm" and self.lam_by_method:
+        """A method without a mask (ERM) has no λ: its grid drops that axis. A per-method λ list replaces the shared one."""
+        from dgx.methods import uses_mask
+
+        masked = uses_mask(method)
+        grid = {k: v for k, v in self.grid.items() if masked or k != "lam"}
+        if masked and self.lam_by_method:
             if method not in self.lam_by_method:
                 raise DgxError(f"budget {self.name!r}: its grid gives λ per method and none for {method}; "
                                f"add lam.{method} to the grid file")
@@ -95,10 +98,10 @@ def load_grid(name_or_path: str) -> tuple[dict[str, list[float]], dict[str, list
         if key == "lam" and isinstance(values, dict):
             from dgx.methods import METHODS
 
+            with_lam = [m for m, cls in METHODS.items() if cls.uses_mask]
             for method, lams in values.items():
-                if method not in METHODS or method == "erm":
-                    raise DgxError(f"grid {path}: lam.{method} names no method with a λ; use "
-                                   f"{', '.join(m for m in METHODS if m != 'erm')}")
+                if method not in with_lam:
+                    raise DgxError(f"grid {path}: lam.{method} names no method with a λ; use {', '.join(with_lam)}")
                 by_method[method] = _numbers(path, f"lam.{method}", lams)
             grid["lam"] = next(iter(by_method.values()))  # placeholder axis; grid_for picks the method's
         else:

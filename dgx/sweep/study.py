@@ -149,7 +149,7 @@ def work(plan: SweepPlan, search: optuna.Study, data: Bundle, settings: Settings
     train exactly once.
     """
     timing = timing or Timing.from_settings(settings)
-    storage = search._storage
+    storage = queue.storage_of(search)
     with make_progress() as bar:
         bar.disable = not progress
         total = bar.add_task(f"sweep {plan.study}", total=plan.n_points + plan.seeds, status="")
@@ -253,46 +253,68 @@ def _objective(plan: SweepPlan, data: Bundle, settings: Settings, phase: str, gr
 
 def _drain(study: optuna.Study, objective: Callable, plan: SweepPlan, timing: Timing,
            on_done: Callable[[int], None], points: list[dict] | None) -> None:
-    """Run trials of ``study`` until its work is done: every point final (``points``), or
-    ``plan.n_points`` finished trials for the tpe/random samplers (``points`` None).
+    """Run trials of ``study`` until its work is done: every point final (``points``: the grid strategy), or
+    ``plan.n_points`` finished trials (``points`` None: the sampler strategy, tpe/random).
 
-    Lost trials (no heartbeat for the grace period) are failed and their points
-    enqueued again; a worker with nothing to claim waits while other workers'
-    trials run, because one may die and need a retry.
+    Lost trials (no heartbeat for the grace period) are failed (and, on a grid, their points enqueued
+    again); a worker with nothing to claim waits while other workers' trials run, because one may die
+    and need a retry.
     """
+    next_trial = _grid_strategy(study, points) if points is not None else _sampler_strategy(study, plan.n_points)
     waited: set[int] = set()
     while True:
         queue.reap(study, timing.grace_s)
         trials = study.get_trials(deepcopy=False)
-        if points is not None:
-            owned = queue.owners(trials)
-            done = sum(1 for p in points if (o := owned.get(queue.point_key(p))) is not None and queue.final(o))
-            on_done(done)
-            if done >= len(points):
-                queue.close_waiting_duplicates(study)  # enqueued by a racing coordinator after the last claim
-                return
-            queue.enqueue_missing(study, points)  # retries of lost or interrupted points
-            trial = queue.claim(study)
-        else:
-            done = sum(1 for t in trials if queue.final(t))
-            on_done(min(done, plan.n_points))
-            if done >= plan.n_points:
-                return
-            running = sum(1 for t in trials if t.state == TrialState.RUNNING)
-            trial = study.ask() if done + running < plan.n_points else None
+        finished, trial = next_trial(trials, on_done)
+        if finished:
+            return
         if trial is None:  # others are running the rest; wait in case one dies
-            running = [t for t in trials if t.state == TrialState.RUNNING]
-            if running and running[0].number not in waited:
-                waited.add(running[0].number)
-                log.info("waiting for %d trial(s) of %s running elsewhere (#%d on %s); a silent one is retried "
-                         "after %.0f s without heartbeat", len(running), study.study_name, running[0].number,
-                         running[0].user_attrs.get("worker", "?"), timing.grace_s)
-            time.sleep(timing.poll_s)
+            _wait_for_others(study, trials, waited, timing)
             continue
         if points is not None and (owner := queue.duplicate_of(study, trial)) is not None:
             queue.close_duplicate(study, trial, owner)
             continue
         queue.run_trial(study, trial, objective, timing.heartbeat_s, final_errors=(NonFiniteLossError,))
+
+
+def _grid_strategy(study: optuna.Study, points: list[dict]) -> Callable:
+    """Each grid point is one fixed-params trial, claimed exactly once; lost or interrupted points are re-enqueued."""
+
+    def next_trial(trials, on_done) -> tuple[bool, optuna.Trial | None]:
+        owned = queue.owners(trials)
+        done = sum(1 for p in points if (o := owned.get(queue.point_key(p))) is not None and queue.final(o))
+        on_done(done)
+        if done >= len(points):
+            queue.close_waiting_duplicates(study)  # enqueued by a racing coordinator after the last claim
+            return True, None
+        queue.enqueue_missing(study, points)  # retries of lost or interrupted points
+        return False, queue.claim(study)
+
+    return next_trial
+
+
+def _sampler_strategy(study: optuna.Study, n_points: int) -> Callable:
+    """The sampler proposes each trial (``study.ask``) until ``n_points`` have finished or are running."""
+
+    def next_trial(trials, on_done) -> tuple[bool, optuna.Trial | None]:
+        done = sum(1 for t in trials if queue.final(t))
+        on_done(min(done, n_points))
+        if done >= n_points:
+            return True, None
+        running = sum(1 for t in trials if t.state == TrialState.RUNNING)
+        return False, (study.ask() if done + running < n_points else None)
+
+    return next_trial
+
+
+def _wait_for_others(study: optuna.Study, trials, waited: set[int], timing: Timing) -> None:
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    if running and running[0].number not in waited:
+        waited.add(running[0].number)
+        log.info("waiting for %d trial(s) of %s running elsewhere (#%d on %s); a silent one is retried "
+                 "after %.0f s without heartbeat", len(running), study.study_name, running[0].number,
+                 running[0].user_attrs.get("worker", "?"), timing.grace_s)
+    time.sleep(timing.poll_s)
 
 
 def _best_params(study: optuna.Study) -> dict:

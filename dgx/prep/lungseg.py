@@ -6,7 +6,7 @@ Lung" and "Right Lung" channels is the lung mask. Its weights
 triggers: they are used only when already present, at ``--lung-model PATH``,
 ``$DGX_LUNG_MODEL``, or torchxrayvision's own cache
 (``~/.torchxrayvision/models_data/``). Without them the cache falls back to the
-lung-atlas template (see :mod:`dgx.data.cache`).
+lung-atlas template (see :mod:`dgx.prep.cache`).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ the per-archive layout ``<root>/images_001/images/...`` is resolved too.
 
 SIIM-ACR images carry new DICOM UIDs, so removal needs either a mapping file
 (``--opt siim_map=CSV`` with an "Image Index" column) or both image sets
-(``--opt siim_root=DIR``), compared by :func:`~dgx.data.curate.pixel_hash`.
+(``--opt siim_root=DIR``), compared by :func:`~dgx.prep.curate.pixel_hash`.
 Only the eligible NIH images (age and label filters) are hashed, ~31k rather than 112k.
 """
 
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from dgx.data import curate as c
 from dgx.errors import DgxError
+from dgx.prep import curate as c
 
 log = logging.getLogger("dgx")
 
@@ -120,7 +120,7 @@ def remove_mapped(pool: pd.DataFrame, mapping: Path) -> pd.DataFrame:
 
 
 def remove_by_content(pool: pd.DataFrame, root: Path, siim_root: Path) -> pd.DataFrame:
-    """Drop NIH images whose pixels match a SIIM-ACR image (see :func:`dgx.data.curate.pixel_hash`)."""
+    """Drop NIH images whose pixels match a SIIM-ACR image (see :func:`dgx.prep.curate.pixel_hash`)."""
     if not siim_root.is_dir():
         raise DgxError(f"{SOURCE} option siim_root={siim_root} is not a folder; point it at the SIIM-ACR images")
     siim_files = sorted(p for p in siim_root.rglob("*") if p.suffix.lower() in (".dcm", ".png", ".jpg", ".jpeg"))

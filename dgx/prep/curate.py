@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dgx.data.manifest import COLUMNS
 from dgx.errors import DgxError, unknown_choice
+from dgx.prep.manifest import COLUMNS
 
 TARGET_N = 4607  # images per OOD target (paper §3)
 TARGET_POSITIVES = 1014  # pneumothorax positives among them (22%, the source's balance)

@@ -5,7 +5,7 @@
 ``{"<domain>.<split>": manifest DataFrame}``. :func:`prepare_source` validates
 and writes those manifests.
 
-Adding a source: write ``dgx/data/sources/<name>.py`` with a ``prepare``
+Adding a source: write ``dgx/prep/sources/<name>.py`` with a ``prepare``
 function and add it below. ``siim`` is optional: its module defines
 ``SOURCE = Source(...)`` and is registered here when present.
 """
@@ -33,7 +33,7 @@ class Source:
 def _lazy(module: str) -> Callable[..., dict[str, pd.DataFrame]]:
     # Import a source's module only when it runs, so `dgx --help` stays fast.
     def prepare(root: Path | None, *, metadata_only: bool, seed: int, options: Mapping[str, str]):
-        return importlib.import_module(f"dgx.data.sources.{module}").prepare(
+        return importlib.import_module(f"dgx.prep.sources.{module}").prepare(
             root, metadata_only=metadata_only, seed=seed, options=dict(options))
 
     return prepare
@@ -50,7 +50,7 @@ SOURCES: dict[str, Source] = {
 
 
 def _register_optional(module: str) -> None:
-    name = f"dgx.data.sources.{module}"
+    name = f"dgx.prep.sources.{module}"
     try:
         mod = importlib.import_module(name)
     except ModuleNotFoundError as exc:
@@ -73,7 +73,7 @@ def get_source(name: str) -> Source:
 def prepare_source(name: str, root: Path | None, out_dir: Path, *, metadata_only: bool = False, seed: int = 0,
                    options: Mapping[str, str] | None = None) -> dict[str, tuple[Path, pd.DataFrame]]:
     """Curate a source and write its manifests; return ``{key: (path, frame)}``."""
-    from dgx.data.manifest import write_manifests
+    from dgx.prep.manifest import write_manifests
 
     source = get_source(name)
     frames = source.prepare(root, metadata_only=metadata_only, seed=seed, options=dict(options or {}))

@@ -19,13 +19,13 @@ Columns (:data:`COLUMNS`):
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
 from dgx.errors import DgxError
+from dgx.runs import atomic_write
 
 COLUMNS = ("image", "label", "domain", "split", "patient_id", "age", "sex", "view", "abnormality", "lung")
 SPLITS = ("train", "val", "test", "pool")
@@ -95,14 +95,8 @@ def write_manifests(frames: Mapping[str, pd.DataFrame], out_dir: Path) -> list[P
     paths = []
     for key, df in checked.items():
         path = out_dir / f"{key}.csv"
-        tmp = out_dir / f".{path.name}.{os.getpid()}.tmp"  # same folder, so os.replace is atomic
-        try:
-            with open(tmp, "w", newline="") as fh:
-                df.to_csv(fh, index=False)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_write(path) as tmp, open(tmp, "w", newline="") as fh:
+            df.to_csv(fh, index=False)
         paths.append(path)
     return paths
 

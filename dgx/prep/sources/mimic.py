@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from dgx.data import curate as c
 from dgx.errors import DgxError
+from dgx.prep import curate as c
 
 log = logging.getLogger("dgx")
 

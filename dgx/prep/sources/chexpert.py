@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dgx.data import curate as c
+from dgx.prep import curate as c
 
 log = logging.getLogger("dgx")
 

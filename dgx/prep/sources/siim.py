@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dgx.data import curate as c
-from dgx.data.sources import Source
 from dgx.errors import DgxError
+from dgx.prep import curate as c
+from dgx.prep.sources import Source
 
 log = logging.getLogger("dgx")
 

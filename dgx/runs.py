@@ -1,0 +1,213 @@
+"""One home for runs: the run-folder layout, the files in it, the trial record, and atomic writes.
+
+A run folder is named by the hash of its config and data (``TrainConfig.run_id``)::
+
+    <runs_dir>/runs/<run_id>/
+        last.pt       checkpoint of the last finished epoch (model, optimizer, schedule, RNG, history)
+        best.pt       state dict of the selected checkpoint
+        scores.npz    labels and P(pneumothorax) of the selected checkpoint per domain (never uploaded)
+        result.json   the TrainResult; its presence means "done"
+
+A trial's record (:class:`TrialRecord`) is what the report reads back: the
+Optuna trial's user attrs (the database of record) or a W&B run's config and
+summary (the view); one dataclass serves both directions.
+
+Every file dgx writes goes through :func:`atomic_write`: a temporary file in
+the same folder, renamed over the target only once complete, so a crash or a
+full disk never leaves a half-written file under the final name. The temporary
+file is created like any other (``open``), so the result takes the usual
+permissions (``0666 & ~umask``, 0644 under umask 022), unlike ``mkstemp``'s 0600.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RUNS = "runs"  # run folders live under <runs_dir>/runs/
+RESULT, LAST, BEST, SCORES = "result.json", "last.pt", "best.pt", "scores.npz"
+
+
+def run_dir(runs_dir: Path | str, run_id: str) -> Path:
+    """The folder of run ``run_id`` under ``runs_dir`` (DGX_RUNS_DIR)."""
+    return Path(runs_dir) / RUNS / run_id
+
+
+# ---------------------------------------------------------------- atomic writes
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; write it, and it replaces ``path`` when the block ends.
+
+    On an exception the temporary file is removed and ``path`` is untouched. The
+    temporary name keeps ``path``'s suffix, so writers that choose a format by
+    suffix (matplotlib, ``np.savez``) write the right one.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; it becomes ``path`` (with umask permissions) when the block ends.
+
+    If ``path`` exists by then (a concurrent builder finished first), the new folder is discarded.
+    """
+    import shutil
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp.mkdir(mode=0o777)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if not path.is_dir():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_checkpoint(obj: object, path: Path) -> None:
+    import torch
+
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
+
+
+# ---------------------------------------------------------------- scores
+
+def save_scores(path: Path, per_domain: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Labels and P(pneumothorax) of the selected checkpoint per domain, written atomically."""
+    arrays = {}
+    for name, (labels, scores) in per_domain.items():
+        arrays[f"{name}.labels"] = np.asarray(labels, dtype=np.int8)
+        arrays[f"{name}.scores"] = np.asarray(scores, dtype=np.float32)
+    with atomic_write(path) as tmp:
+        np.savez(tmp, **arrays)
+
+
+def load_scores(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Inverse of :func:`save_scores` ({} when the run predates score files)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    with np.load(path) as z:
+        names = sorted({k.rsplit(".", 1)[0] for k in z.files})
+        return {n: (z[f"{n}.labels"], z[f"{n}.scores"]) for n in names}
+
+
+def scores_path(runs_dir: Path | str, run_id: str) -> Path:
+    return run_dir(runs_dir, run_id) / SCORES
+
+
+# ---------------------------------------------------------------- the trial record
+
+@dataclass
+class TrialRecord:
+    """What a finished training contributes to the report, as stored on its Optuna trial.
+
+    ``to_attrs`` gives the trial's user attrs; ``from_attrs`` reads them back (and
+    ``from_wandb`` the same fields from a W&B run's config and summary). Only the
+    training config, scalars and per-domain AUROCs: no image, image ID or patient ID.
+    """
+
+    method: str
+    mask: str
+    dataset: str
+    source: str  # the source domain's name
+    targets: list[str]  # target domain names, in display order
+    phase: str  # search | seeds
+    seed: int
+    auroc: dict[str, float]  # test AUROC per domain (source test and targets)
+    profile: str = "paper"
+    run_id: str = ""
+    variant: str = ""  # "oracle": the dataset's shortcut-free source, a row of its own
+    config: dict[str, Any] = field(default_factory=dict)  # TrainConfig.to_dict()
+    val_auroc: float = math.nan
+    best_epoch: int = 0
+    resumed_from: int = 0
+    wandb_run: str | None = None
+
+    REQUIRED = ("method", "mask", "dataset", "source", "targets", "phase", "seed", "auroc")
+
+    def to_attrs(self) -> dict[str, Any]:
+        attrs = {
+            "method": self.method, "mask": self.mask, "dataset": self.dataset, "source": self.source,
+            "targets": list(self.targets), "phase": self.phase, "seed": self.seed, "profile": self.profile,
+            "config": self.config, "val_auroc": self.val_auroc, "best_epoch": self.best_epoch,
+            "auroc": dict(self.auroc), "resumed_from": self.resumed_from, "run_id": self.run_id,
+        }
+        if self.variant:
+            attrs["variant"] = self.variant
+        if self.wandb_run:
+            attrs["wandb_run"] = self.wandb_run
+        return attrs
+
+    @classmethod
+    def missing(cls, attrs: dict) -> list[str]:
+        return [k for k in cls.REQUIRED if k not in attrs]
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> "TrialRecord":
+        """A trial's user attrs as a record (trials from before profiles existed: ``paper``)."""
+        config = attrs.get("config") if isinstance(attrs.get("config"), dict) else {}
+        return cls(
+            method=str(attrs["method"]), mask=str(attrs["mask"]), dataset=str(attrs["dataset"]),
+            source=str(attrs["source"]), targets=[str(t) for t in attrs["targets"]], phase=str(attrs["phase"]),
+            seed=int(attrs["seed"]), auroc=dict(attrs["auroc"]),
+            profile=str(attrs.get("profile", config.get("profile", "paper"))), run_id=str(attrs.get("run_id", "")),
+            variant=str(attrs.get("variant", "")), config=config, val_auroc=float(attrs.get("val_auroc", math.nan)),
+            best_epoch=int(attrs.get("best_epoch", 0)), resumed_from=int(attrs.get("resumed_from", 0)),
+            wandb_run=attrs.get("wandb_run"),
+        )
+
+    @classmethod
+    def from_wandb(cls, config: dict, summary: dict, phase: str) -> "TrialRecord":
+        """A W&B run's config (TrainConfig.to_dict) and summary (auroc/<domain>, source, targets)."""
+        targets = [str(t) for t in summary.get("targets", [])]
+        domains = [str(summary["source"]), *targets]
+        auroc = {d: float(summary[f"auroc/{d}"]) for d in domains if summary.get(f"auroc/{d}") is not None}
+        return cls(method=str(config["method"]), mask=str(config["mask"]), dataset=str(config["dataset"]),
+                   source=str(summary["source"]), targets=targets, phase=phase, seed=int(config["seed"]),
+                   auroc=auroc, profile=str(config.get("profile", "paper")), config=dict(config),
+                   val_auroc=float(summary.get("val/auroc", math.nan)), best_epoch=int(summary.get("best_epoch", 0)))
+
+    def domains(self) -> list[tuple[str, str]]:
+        """(domain, role) pairs: the source first, then the targets in display order."""
+        return [(self.source, "source")] + [(t, "target") for t in self.targets]
+
+
+
+__all__ = ["RUNS", "RESULT", "LAST", "BEST", "SCORES", "run_dir", "atomic_write", "atomic_write_text",
+           "atomic_folder", "save_checkpoint", "save_scores", "load_scores", "scores_path", "TrialRecord"]

@@ -1,0 +1,263 @@
+"""From flags to plans: a validated TrainConfig from command-line values and a budget, and its data.
+
+The command layer (``dgx/cli``) only parses options and calls these; workers,
+benchmarks and tests call them directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from dgx.config import get_settings
+from dgx.data import MASK_KINDS, ORACLES, load_dataset
+from dgx.data.base import NEGATIVE_MASKS, Bundle
+from dgx.errors import DgxError, unknown_choice
+from dgx.methods import BASELINE, METHODS, method_class, uses_mask
+from dgx.methods.actdiff import LAYER_CHOICES
+from dgx.models import build_model
+from dgx.progress import console
+from dgx.report.load import ORACLE
+from dgx.runs import run_dir
+from dgx.sweep.space import Budget, load_budget
+from dgx.train import TrainConfig, TrainResult
+
+log = logging.getLogger("dgx")
+
+
+def parse_data_options(items: list[str] | None) -> tuple[tuple[str, str], ...]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise DgxError(f"--data-opt {item!r} must look like KEY=VALUE, e.g. --data-opt decoy_strength=0.99")
+        out[key.strip()] = value.strip()
+    return tuple(sorted(out.items()))
+
+
+def check_lam(lam: float | None) -> None:
+    if lam is not None and not lam >= 0:
+        raise DgxError(f"--lam must be a non-negative number, got {lam}")
+
+
+def resolve_config(method: str, mask: str | None, data: str, data_opt: list[str] | None, budget_name: str, *,
+                   model: str | None, weights: str | None, image_size: int | None, epochs: int | None,
+                   batch_size: int, actdiff_layers: str, lr: float | None = None, wd: float | None = None,
+                   lam: float | None = None, seed: int = 0,
+                   negative_masks: str | None = None, profile: str | None = None) -> tuple[TrainConfig, Budget]:
+    """Validate the flags and merge them over the budget into one TrainConfig."""
+    if method not in METHODS:
+        raise unknown_choice("method", method, METHODS)
+    if mask is not None and mask not in MASK_KINDS:
+        raise unknown_choice("mask", mask, MASK_KINDS)
+    if actdiff_layers not in LAYER_CHOICES:
+        raise unknown_choice("--actdiff-layers value", actdiff_layers, LAYER_CHOICES)
+    for name, value in (("--lr", lr), ("--wd", wd)):
+        if value is not None and not value >= 0:
+            raise DgxError(f"{name} must be a non-negative number, got {value}")
+    check_lam(lam)
+    from dgx.data import DATASETS
+
+    if data not in DATASETS:
+        raise unknown_choice("dataset", data, DATASETS)
+    budget = load_budget(budget_name)
+    from dgx.profiles import get_profile
+
+    profile_name = get_profile(profile or str(budget.train.get("profile", "paper"))).name
+    negatives = negative_masks or str(budget.train.get("negative_masks", "ones"))
+    if negatives not in NEGATIVE_MASKS:
+        raise unknown_choice("--negative-masks value", negatives, NEGATIVE_MASKS)
+    if not uses_mask(method):
+        if mask not in (None, "none"):
+            log.warning("%s uses no mask; ignoring --mask %s", method, mask)
+        mask = "none"
+    from dgx.models import resolve_weights
+
+    train = budget.train
+    cfg = TrainConfig(
+        method=method,
+        mask=mask or "abnormality",
+        dataset=data,
+        data_options=parse_data_options(data_opt),
+        image_size=image_size if image_size is not None else train.get("image_size"),
+        model=model or train.get("model", "resnet50"),
+        weights=resolve_weights(model or train.get("model", "resnet50"), weights or train.get("weights", "imagenet")),
+        lr=lr if lr is not None else budget.defaults.get("lr", 1e-4),
+        wd=wd if wd is not None else budget.defaults.get("wd", 0.0),
+        lam=(lam if lam is not None else budget.default_lam(method)) if uses_mask(method) else 0.0,
+        batch_size=batch_size,
+        epochs=epochs if epochs is not None else int(train.get("epochs", 0)),
+        seed=seed,
+        actdiff_layers=actdiff_layers if "actdiff_layers" in method_class(method).config_fields() else "all",
+        negative_masks=negatives if uses_mask(method) else "ones",  # without a mask there is nothing to fill
+        profile=profile_name,
+    )
+    return cfg, budget
+
+
+def load_data(cfg: TrainConfig) -> Bundle:
+    settings = get_settings()
+    bundle = load_dataset(cfg.dataset, dict(cfg.data_options), cfg.image_size, settings.data_dir)
+    if cfg.mask != "none" and cfg.mask not in bundle.train.masks:
+        raise unknown_choice(f"mask for dataset {cfg.dataset}", cfg.mask, [*bundle.train.masks, "none"])
+    if cfg.negative_masks != "ones" and cfg.mask != "none" and cfg.negative_masks not in bundle.train.anatomy:
+        raise DgxError(f"--negative-masks {cfg.negative_masks} needs {cfg.negative_masks} masks for every training "
+                       f"image, and dataset {cfg.dataset} has them only for annotated positives; "
+                       "use --negative-masks ones (the paper's setting)")
+    return bundle
+
+
+def sweep(method: str, mask: str | None = None, data: str = "decoy-cxr", data_opt: list[str] | None = None,
+          budget: str = "quick", trials: int | None = None, seeds: int | None = None, epochs: int | None = None,
+          model: str | None = None, weights: str | None = None, image_size: int | None = None, batch_size: int = 16,
+          actdiff_layers: str = "all", negative_masks: str | None = None, profile: str | None = None,
+          storage: str | None = None, study: str | None = None, sampler: str = "grid", pruner: str = "none",
+          baseline: bool = True, oracle: bool = True, device: str = "auto", workers: int | None = None,
+          gpus: str | None = None, launcher: str = "process", partition: str = "", time_min: int = 24 * 60,
+          trials_per_gpu: int = 1) -> str | None:
+    """``dgx sweep``: search the grid, retrain the best over seeds (beside the ERM baseline and the oracle);
+    the seed-averaged table, or None when the grid was only queued for workers (``workers=0``)."""
+    from dgx.report import report as build_report
+    from dgx.sweep import SweepPlan, open_storage
+    from dgx.sweep.launch import WorkerSpec, parse_gpus
+    from dgx.sweep.study import make_pruner, make_sampler
+
+    settings = get_settings()
+    cfg, plan_budget = resolve_config(method, mask, data, data_opt, budget, model=model, weights=weights,
+                                        image_size=image_size, epochs=epochs, batch_size=batch_size,
+                                        actdiff_layers=actdiff_layers, negative_masks=negative_masks,
+                                        profile=profile)
+    url = storage or settings.default_storage()
+    name = study_name(cfg, plan_budget.name, prefix=study) if study is None else study
+    plan = SweepPlan(base=cfg, budget=plan_budget, study=name, storage=url, trials=trials,
+                     seeds=seeds or plan_budget.seeds, device=device, sampler=sampler, pruner=pruner)
+    make_sampler(sampler, plan.grid), make_pruner(plan)  # validate before any work
+    gpu_ids = parse_gpus(gpus)
+    spec = WorkerSpec(workers=workers if workers is not None else max(1, len(gpu_ids) * trials_per_gpu), gpus=gpu_ids,
+                      launcher=launcher, partition=partition, time_min=time_min, trials_per_gpu=trials_per_gpu)
+    spec.check(url)
+    plans = [plan]
+    if baseline and cfg.method != BASELINE:
+        erm = replace(cfg, method=BASELINE, mask="none", lam=0.0, actdiff_layers="all", negative_masks="ones")
+        erm_plan = replace(plan, base=erm, study=study_name(erm, plan_budget.name, prefix=study))
+        oracle_plan = erm_plan.oracle() if oracle else None
+        plans += [erm_plan] + ([oracle_plan] if oracle_plan else [])
+    build_model(cfg.model, cfg.weights)  # fail fast on bad model, weights or storage, before building data
+    open_storage(url)
+    started = time.perf_counter()
+    bundle = load_data(cfg)
+    console.print(_header(name, plan_budget, cfg, bundle, plans, url, settings, spec))
+    names = execute(plans, spec, url, device, settings, bundle)
+    if names is None:
+        return None
+    console.print(f"sweep finished in {time.perf_counter() - started:.0f} s; studies {', '.join(names)} in {url}")
+    return build_report(url, study_prefix=tuple(names), phase="seeds")
+
+
+def _header(name: str, plan_budget, cfg: TrainConfig, bundle: Bundle, plans: list, url: str, settings,
+            spec) -> str:
+    """What a sweep is about to do, before it starts."""
+    plan = plans[0]
+    grid = " × ".join(f"{k}{v}" for k, v in plan.grid.items())
+    lines = [
+        f"[bold]dgx sweep[/] {name}: budget [cyan]{plan_budget.name}[/] ({plan_budget.description})",
+        f"  model {cfg.model} (weights {cfg.weights}), {bundle.image_size} px, batch {cfg.batch_size}, "
+        f"{cfg.num_epochs} epochs, data {cfg.dataset} ({_source_split(cfg, bundle)}, {len(bundle.targets)} targets)",
+        f"  profile {cfg.profile}" + (" (the released code's training; README: Fidelity)" if cfg.profile != "paper"
+                                     else " (--profile official trains as the released code did)"),
+        f"  search {_count(plan.n_points, 'grid point')} of {grid}, then {_count(plan.seeds, 'seed')} of the best",
+    ]
+    for extra in plans[1:]:
+        what = ("oracle: ERM on the source with the shortcut decorrelated (" +
+                ", ".join(f"{k}={v}" for k, v in ORACLES.get(cfg.dataset, {}).items()) + "; --no-oracle skips it)"
+                if extra.variant == ORACLE else "baseline: ERM (--no-baseline skips it)")
+        lines.append(f"  {what}, {_count(extra.n_points, 'grid point')} + {_count(plan.seeds, 'seed')}")
+    lines.append(f"  storage {url}; W&B mode {settings.resolved_wandb_mode()}")
+    if spec.parallel:
+        where = f"GPUs {','.join(spec.gpus)}" if spec.gpus else "CPU"
+        lines.append(f"  {spec.workers} worker(s) via {spec.launcher} ({where}); more can join with "
+                     f"`dgx worker --storage {url}`")
+    if plan_budget.name != "paper":
+        lines.append("  the paper's full setting is one flag away: --budget paper")
+    return "\n".join(lines)
+
+
+def _source_split(cfg, bundle) -> str:
+    from dgx.data.profile import pool_of
+    from dgx.profiles import get_profile
+
+    if get_profile(cfg.profile).source_split == "redraw":
+        return f"pool of {len(pool_of(bundle))} redrawn 80/20 per seed"
+    return f"{len(bundle.train)} train / {len(bundle.val)} val"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def execute(plans, spec, url: str, device: str, settings, bundle) -> list[str] | None:
+    """Run ``plans`` in this process or on ``spec``'s workers; the study names, or None when only queued.
+
+    ``bundle`` serves every plan with the first plan's data; a plan on other data
+    options (the oracle) loads its own.
+    """
+    from dgx.sweep import open_storage, run_sweep
+    from dgx.sweep.launch import launch
+    from dgx.sweep.study import prepare_sweep
+
+    names: list[str] = []
+    if spec.parallel:
+        storage_obj = open_storage(url)
+        for p in plans:
+            prepare_sweep(p, storage_obj)  # enqueue every grid point once, before any worker starts
+        if spec.workers == 0:
+            studies = " ".join(f"--study {p.study}" for p in plans)
+            console.print(f"queued; start workers with `dgx worker --storage {url} {studies}`, "
+                          f"then `dgx report --storage {url}`")
+            return None
+        launch(spec, url, [p.study for p in plans], device, settings.runs_dir)
+        for p in plans:
+            names += [p.study, f"{p.study}.seeds"]
+    else:
+        first = plans[0].base
+        for p in plans:
+            same = (p.base.dataset, p.base.data_options) == (first.dataset, first.data_options)
+            names += run_sweep(p, bundle if same and bundle is not None else load_data(p.base), settings)
+    return names
+
+
+def study_name(cfg, budget: str, prefix: str | None = None) -> str:
+    """METHOD-MASK-DATA-BUDGET, or PREFIX-METHOD for a baseline next to a named study."""
+    if prefix:
+        return f"{prefix}-{cfg.method}"
+    negatives = "" if cfg.negative_masks == "ones" else f"-neg{cfg.negative_masks}"
+    profile = "" if cfg.profile == "paper" else f"-{cfg.profile}"
+    return f"{cfg.method}-{cfg.mask}{negatives}-{cfg.dataset}-{budget}{profile}"
+
+
+def train_one(method: str, mask: str | None = None, data: str = "decoy-cxr", data_opt: list[str] | None = None,
+              budget: str = "quick", lr: float | None = None, wd: float | None = None, lam: float | None = None,
+              epochs: int | None = None, seed: int = 0, model: str | None = None, weights: str | None = None,
+              image_size: int | None = None, batch_size: int = 16, actdiff_layers: str = "all",
+              negative_masks: str | None = None, profile: str | None = None, device: str = "auto",
+              runs_dir: Path | None = None) -> tuple[TrainConfig, Bundle, TrainResult]:
+    """``dgx train``: one training run from flags and a budget (resumed, or returned at once when done)."""
+    from dgx.train import train
+
+    cfg, _ = resolve_config(method, mask, data, data_opt, budget, model=model, weights=weights,
+                            image_size=image_size, epochs=epochs, batch_size=batch_size,
+                            actdiff_layers=actdiff_layers, lr=lr, wd=wd, lam=lam, seed=seed,
+                            negative_masks=negative_masks, profile=profile)
+    build_model(cfg.model, cfg.weights)  # fail fast on a bad model name or weights, before building data
+    bundle = load_data(cfg)
+    folder = run_dir(runs_dir or get_settings().runs_dir, cfg.run_id(bundle.fingerprint))
+    console.print(f"[bold]dgx train[/] {cfg.method} mask={cfg.mask} profile={cfg.profile} data={cfg.dataset} "
+                  f"model={cfg.model} weights={cfg.weights} size={bundle.image_size} epochs={cfg.num_epochs} "
+                  f"lr={cfg.lr:g} wd={cfg.wd:g} λ={cfg.lam:g} seed={cfg.seed} → {folder}")
+    return cfg, bundle, train(cfg, bundle, folder, device=device)
+
+
+__all__ = ["parse_data_options", "check_lam", "resolve_config", "load_data", "sweep", "execute", "study_name",
+           "train_one"]
