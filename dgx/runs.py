@@ -16,7 +16,7 @@ Every file dgx writes goes through :func:`atomic_write`: a temporary file in
 the same folder, renamed over the target only once complete, so a crash or a
 full disk never leaves a half-written file under the final name. The temporary
 file is created like any other (``open``), so the result takes the usual
-permissions (``0666 & ~umask``, 0644 under umask 022), unlike ``mkstemp``'s 0600.
+permissions (``0666 & ~umask``, 0644 under umask 022), not the 0600 of a secure temporary-file API.
 """
 
 from __future__ import annotations

@@ -277,14 +277,6 @@ def predict(model: torch.nn.Module, split: Split, device: torch.device, batch_si
     return torch.cat(out).numpy()
 
 
-def auroc(model: torch.nn.Module, split: Split, device: torch.device, batch_size: int = 128,
-          normalization: str = "imagenet") -> float:
-    """AUROC (scikit-learn) of the model on a split; NaN if the split has one class."""
-    if len(np.unique(split.labels)) < 2:
-        return float("nan")
-    return _auroc(np.asarray(split.labels), predict(model, split, device, batch_size, normalization))
-
-
 def accuracy(labels: np.ndarray, scores: np.ndarray) -> float:
     """Share of images whose argmax class is the label (P(pneumothorax) > 0.5), in percent as released."""
     return float(100.0 * np.mean((np.asarray(scores) > 0.5) == (np.asarray(labels) == 1)))

@@ -26,7 +26,7 @@ def mode(path) -> int:
 def test_atomic_write_takes_the_umask_permissions(tmp_path, umask022):
     target = tmp_path / "report.md"
     atomic_write_text(target, "hello")
-    assert target.read_text() == "hello" and mode(target) == 0o644  # mkstemp would give 0600
+    assert target.read_text() == "hello" and mode(target) == 0o644  # not 0600, as secure temporary files are
     with atomic_folder(tmp_path / "cache") as folder:
         (folder / "a.npy").write_bytes(b"x")
     assert mode(tmp_path / "cache") == 0o755 and (tmp_path / "cache" / "a.npy").is_file()

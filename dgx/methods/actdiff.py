@@ -153,7 +153,9 @@ def masked_copies(x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch
 
     Every other row's shuffled copy would be the row itself (nothing to permute).
     """
-    rows = (m.flatten(1) < 0.5).any(1).nonzero().squeeze(1)
+    from dgx.methods.per_sample import constrained_rows
+
+    rows = constrained_rows(m)[0]
     return rows, shuffle_background(x.index_select(0, rows), m.index_select(0, rows)).detach()
 
 
@@ -194,10 +196,12 @@ class ActDiff(Method):
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
         import torch
+
+        from dgx.methods.per_sample import constrained_rows
         if self.per_sample:
             return self._loss_per_sample(model, x, y, m)
         b = x.shape[0]
-        rows = (m.flatten(1) < 0.5).any(1).nonzero().squeeze(1)
+        rows = constrained_rows(m)[0]
         x_masked = self.masked(x.index_select(0, rows), m.index_select(0, rows))
         p = len(rows)
 
