@@ -10,8 +10,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from dgx.errors import DgxError
+
+WANDB_MODES = ("online", "offline", "disabled")
 
 
 class Settings(BaseSettings):
@@ -34,6 +38,18 @@ class Settings(BaseSettings):
     grace_s: float = Field(120.0, gt=0, validation_alias=AliasChoices("DGX_GRACE_S"))
     # Secret; only ever read from the environment or .env.
     wandb_api_key: str = Field("", validation_alias=AliasChoices("WANDB_API_KEY"), repr=False)
+    # Local files dgx never downloads: the PSPNet lung-segmentation weights, the paper's reference
+    # data (split lists, gaze), and the sweeps/ folder (budgets, grids, paper experiments).
+    lung_model: str = Field("", validation_alias=AliasChoices("DGX_LUNG_MODEL"))
+    reference_dir: str = Field("", validation_alias=AliasChoices("DGX_REFERENCE_DIR"))
+    sweeps_dir: str = Field("", validation_alias=AliasChoices("DGX_SWEEPS_DIR"))
+
+    @field_validator("wandb_mode")
+    @classmethod
+    def _known_mode(cls, value: str) -> str:
+        if value and value not in WANDB_MODES:
+            raise ValueError(f"must be one of {', '.join(WANDB_MODES)}")
+        return value
 
     def default_storage(self) -> str:
         return self.storage or f"sqlite:///{self.runs_dir / 'dgx.db'}"
@@ -46,4 +62,22 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings, or a one-line DgxError naming the bad variable and how to fix it."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = _variable(str(err["loc"][0]) if err.get("loc") else "?")
+        value = err.get("input")
+        raise DgxError(f"setting {name}={value!r} (from the environment or .env) is invalid: {err['msg']}; "
+                       f"fix or unset it (every setting is listed in .env.example)") from None
+    except UnicodeDecodeError as exc:
+        raise DgxError(f".env is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+
+
+def _variable(field: str) -> str:
+    """The environment variable behind a settings field (its alias)."""
+    info = Settings.model_fields.get(field)
+    alias = getattr(info, "validation_alias", None) if info is not None else None
+    choices = getattr(alias, "choices", None)
+    return str(choices[0]) if choices else field.upper()

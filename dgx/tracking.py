@@ -77,6 +77,7 @@ class WandbRun:
             reinit="finish_previous",
             settings=wandb.Settings(
                 silent=True, console="off", save_code=False, disable_code=True, disable_git=True,
+                x_save_requirements=False,  # no requirements.txt: the README says machine metadata stays here
                 x_disable_meta=True, x_disable_stats=True, x_disable_machine_info=True,
             ),
         )

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import Progress
 from sklearn.metrics import roc_auc_score
 
 from dgx import runs
@@ -105,7 +104,7 @@ def train(
     *,
     device: str = "auto",
     on_epoch: Callable[[int, dict], None] | None = None,
-    progress: Progress | bool = True,
+    progress: object = True,  # True/False, or a caller's progress bar to add this run's task to
     eval_batch_size: int = 128,
 ) -> TrainResult:
     """Train ``cfg`` on ``data``'s source, select on its val split, test on all domains.
@@ -286,10 +285,11 @@ def _auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float("nan") if len(np.unique(labels)) < 2 else float(roc_auc_score(labels, scores))
 
 
-def _progress(progress: Progress | bool) -> tuple[Progress, bool]:
-    if isinstance(progress, Progress):
+def _progress(progress) -> tuple[object, bool]:
+    """(bar, whether this call owns it): a caller's bar (a sweep's) is shared, else a new one."""
+    if not isinstance(progress, bool):
         return progress, False
     bar = make_progress()
-    bar.disable = not progress
+    bar.disable = bar.disable or not progress
     bar.start()
     return bar, True

@@ -22,3 +22,6 @@ def _isolated(tmp_path, monkeypatch):
     torch.set_num_threads(2)
     yield
     get_settings.cache_clear()
+    from dgx.progress import set_progress
+
+    set_progress(True)  # a CLI test's --quiet must not silence the next test

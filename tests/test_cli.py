@@ -197,3 +197,80 @@ def test_official_profile_trains_sweeps_and_reports_as_such(tmp_path, monkeypatc
     assert erm.trials[0].user_attrs["config"]["profile"] == "official"  # the baseline trains the same way
     bad = invoke("train", "rrr", "--profile", "released", *data)
     assert bad.exit_code == 2 and "unknown profile 'released'" in bad.output
+
+
+def test_the_command_line_starts_without_heavy_libraries():
+    """`dgx --help` must stay fast: importing dgx.cli may not load torch, optuna, pandas or matplotlib."""
+    import subprocess
+    import sys
+
+    code = ("import sys, dgx.cli; heavy = [m for m in ('torch', 'optuna', 'pandas', 'matplotlib', 'sklearn') "
+            "if m in sys.modules]; print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"importing dgx.cli loaded {out}"
+    version = invoke("--version")
+    assert version.exit_code == 0 and version.output.startswith("dgx ")
+    assert "--install-completion" in invoke("--help").output
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"DGX_HEARTBEAT_S": "abc"}, "setting DGX_HEARTBEAT_S='abc'"),
+    ({"WANDB_MODE": "bogus"}, "setting WANDB_MODE='bogus'"),
+])
+def test_a_bad_setting_is_one_line_and_exit_2(env, message, monkeypatch):
+    from dgx.config import get_settings
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    result = invoke("report")
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_dotenv_reaches_every_setting_and_a_broken_one_is_one_line(tmp_path, monkeypatch):
+    from dgx.config import get_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DGX_REFERENCE_DIR", raising=False)
+    monkeypatch.delenv("DGX_LUNG_MODEL", raising=False)
+    (tmp_path / ".env").write_text("DGX_REFERENCE_DIR=/some/reference\nDGX_LUNG_MODEL=/w/pspnet.pth\n")
+    get_settings.cache_clear()
+    from dgx.analyze import default_reference_dir
+    from dgx.prep.lungseg import default_weights
+
+    assert str(default_reference_dir()) == "/some/reference" and str(default_weights()) == "/w/pspnet.pth"
+    (tmp_path / ".env").write_bytes(b"DGX_STORAGE=\xff\xfe\n")
+    get_settings.cache_clear()
+    result = invoke("report")
+    assert result.exit_code == 2 and "not UTF-8" in result.output and len(result.output.strip().splitlines()) == 1
+    get_settings.cache_clear()
+
+
+def test_storage_passwords_never_reach_the_log():
+    from dgx.sweep.storage import shown_url
+
+    assert shown_url("postgresql://dgx:s3cret@db:5432/dgx") == "postgresql://dgx:***@db:5432/dgx"
+    assert shown_url("sqlite:///runs/dgx.db") == "sqlite:///runs/dgx.db"
+    assert shown_url("postgresql://root@127.0.0.1/test") == "postgresql://root@127.0.0.1/test"
+    result = invoke("report", "--storage", "postgresql://dgx:s3cret@127.0.0.1:1/nope")
+    assert result.exit_code == 2 and "s3cret" not in result.output
+
+
+def test_wandb_source_without_a_key_says_how_to_fix_it(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    result = invoke("report", "--source", "wandb", "--project", "dgx")
+    assert result.exit_code == 2 and "needs a W&B API key" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_env_example_lists_every_setting():
+    from pathlib import Path
+
+    from dgx.config import Settings
+
+    example = (Path(__file__).resolve().parents[1] / ".env.example").read_text()
+    for name, field in Settings.model_fields.items():
+        variable = field.validation_alias.choices[0]
+        assert f"\n{variable}=" in example, f"{variable} ({name}) is missing from .env.example"

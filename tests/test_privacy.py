@@ -30,6 +30,7 @@ def test_offline_wandb_files_hold_no_pixels_or_ids(prepared, tmp_path, monkeypat
 
     files = [p for p in (tmp_path / "runs" / "wandb").rglob("*") if p.is_file()]
     assert any(p.suffix == ".wandb" for p in files)  # the run really was written
+    assert not [p for p in files if p.name in ("requirements.txt", "conda-environment.yaml", "wandb-metadata.json")]
     blob = b"".join(p.read_bytes() for p in files)
     assert b"val/auroc" in blob  # metrics did go in: the check below is not vacuous
     # ROC curves of the selected checkpoint: 101 (FPR, TPR) points per domain, nothing per image.

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-from dgx.cli.common import resolve_config
+from dgx.sweep.plan import resolve_config
 from dgx.errors import DgxError
 from dgx.models import build_model, resolve_weights
 

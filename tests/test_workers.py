@@ -43,7 +43,7 @@ def _budget(tmp_path: Path, grid: dict, seeds: int, epochs: int) -> Path:
 def _prepare(tmp_path: Path, url: str, name: str, grid: dict, *, epochs: int, seeds: int = 1,
              n_train: int = 384) -> None:
     """Create a sweep's study and queue in-process (what `dgx sweep` does before starting workers)."""
-    from dgx.cli.common import resolve_config
+    from dgx.sweep.plan import resolve_config
     from dgx.sweep.study import SweepPlan, prepare_sweep
 
     opts = [f"{k}={v}" for k, v in {**TINY_DATA, "n_train": str(n_train)}.items()]

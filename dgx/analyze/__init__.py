@@ -9,7 +9,6 @@ computes both maps plus the numbers the figure supports; plotting lives in
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,9 @@ _BOX_TAIL = 0.01
 
 def default_reference_dir() -> Path | None:
     """``$DGX_REFERENCE_DIR`` if set, else None (the data are user-supplied)."""
-    env = os.environ.get("DGX_REFERENCE_DIR")
+    from dgx.config import get_settings
+
+    env = get_settings().reference_dir
     return Path(env) if env else None
 
 

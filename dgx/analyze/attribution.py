@@ -223,7 +223,7 @@ def audit_runs(refs: list[RunRef], data_dir: Path, device: str = "cpu",
     per_label: dict[str, list[Audit]] = {}
     data_of: dict[str, Bundle] = {}
     with make_progress() as bar:
-        bar.disable = not progress
+        bar.disable = bar.disable or not progress
         task = bar.add_task("attribution audit", total=len(refs), status="")
         for ref in refs:
             cfg = ref.config

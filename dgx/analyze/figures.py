@@ -47,13 +47,15 @@ def figure1(data: Figure1, out: Path, quantile: float = 0.8) -> Path:
     gaze = data.gaze / data.gaze.max()  # relative dwell: 1 = most-visited pixel
     # Low values are rarely visited positions, mostly tracker noise (paper §5).
     shown = np.ma.masked_less_equal(gaze, np.quantile(gaze, quantile))
-    abn = np.ma.masked_equal(data.abnormality, 0)
+    # Inside the lungs every pixel is shown, zero included (the colormap's darkest colour), so the
+    # template never shows through as holes; outside them only where some positive was annotated.
+    abn = np.ma.masked_where((data.abnormality == 0) & (data.template < 0.5), data.abnormality)
     panels = [
         (axes[0], shown, "inferno", "relative gaze dwell",
          f"A. Mean radiologist gaze (top {100 * (1 - quantile):.0f}% of pixels)\n"
          f"{data.n_gaze} CXR-P train/val images; dwell: {100 * data.gaze_upper:.0f}% upper half; "
          f"r = {data.gaze_abnormality_r:.2f} with B"),
-        (axes[1], abn, "jet", "fraction of positives annotated",
+        (axes[1], abn, "viridis", "fraction of positives annotated",
          f"B. Mean pneumothorax annotation\n"
          f"{data.n_positive} CXR-P train/val positives; {100 * data.abnormality_upper:.0f}% of mass in upper half"),
     ]

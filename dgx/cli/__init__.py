@@ -1,5 +1,9 @@
 """The ``dgx`` command line: one module per command group.
 
+Importing it loads typer, rich and the settings only: each command imports
+torch, Optuna, pandas or matplotlib inside its body, so ``dgx --help`` stays
+fast (a test checks that importing ``dgx.cli`` loads none of them).
+
 User mistakes (bad flags, missing files) print one line and exit 2 with no
 traceback; unexpected errors keep their traceback.
 """
@@ -46,20 +50,42 @@ class DgxGroup(TyperGroup):
 app = typer.Typer(
     cls=DgxGroup,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
     help="Domain-generalization sweeps for chest X-ray classifiers (ERM, ActDiff, RRR, GradMask).",
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from dgx import __version__
+
+        typer.echo(f"dgx {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logging.")) -> None:
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logging."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="Only results, warnings and errors: no progress, "
+                                     "no informational log lines."),
+          no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars or progress lines (on a "
+                                           "terminal or in a log)."),
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print dgx's version and exit.")) -> None:
+    from dgx.progress import set_progress
+
+    set_progress(not (quiet or no_progress))
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else (logging.WARNING if quiet else logging.INFO),
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False, show_time=False)],
         force=True,
     )
+    for noisy in NOISY_LOGGERS:  # third-party chatter (font caches, HTTP retries) never reaches a dgx log
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+NOISY_LOGGERS = ("matplotlib", "PIL", "urllib3", "wandb", "numexpr", "h5py", "git", "filelock", "fsspec")
 
 
 from dgx.cli import report as _report  # noqa: E402  (commands register on `app`)

@@ -1,4 +1,7 @@
-"""Options shared by the commands. Their validation and merging lives in the library (dgx/sweep/plan.py)."""
+"""Options shared by the commands (typer annotations only: importing this costs no torch).
+
+Their validation and merging lives in the library (dgx/sweep/plan.py), imported inside the commands.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,6 @@ import logging
 from typing import Annotated, Optional
 
 import typer
-
-from dgx.sweep.plan import check_lam, load_data, parse_data_options, resolve_config  # re-exported for the commands
 
 log = logging.getLogger("dgx")
 
@@ -26,5 +27,3 @@ NegativesOpt = Annotated[Optional[str], typer.Option("--negative-masks", help="M
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
 ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="paper (the paper's text, corrected where the released code had bugs) | official (exactly as the released code trained: per-seed 80/20 split of the gaze pool, accuracy selection, per-sample batch norm in the penalty, its ActDiff tensors, shuffle, masks, normalization and RRR log). Default: from the budget, else paper. README: Fidelity.")]
 
-
-__all__ = ["check_lam", "load_data", "parse_data_options", "resolve_config"]

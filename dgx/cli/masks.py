@@ -32,8 +32,8 @@ def show(
     import numpy as np
 
     from dgx.analyze.figures import figure2
-    from dgx.cli.common import parse_data_options
     from dgx.data import MASK_KINDS, load_dataset
+    from dgx.sweep.plan import parse_data_options
 
     bundle = load_dataset(data, dict(parse_data_options(data_opt)), image_size, get_settings().data_dir)
     split = bundle.train

@@ -12,7 +12,6 @@ lung-atlas template (see :mod:`dgx.prep.cache`).
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -35,7 +34,9 @@ _STRUCT = np.ones((3, 3), dtype=bool)
 
 def default_weights() -> Path:
     """Where the weights are looked for when no path is given."""
-    env = os.environ.get("DGX_LUNG_MODEL")
+    from dgx.config import get_settings
+
+    env = get_settings().lung_model
     if env:
         return Path(env).expanduser()
     return Path("~/.torchxrayvision/models_data").expanduser() / WEIGHTS_FILE

@@ -27,9 +27,10 @@ RETRIES = 6
 
 
 def _transient(exc: BaseException) -> bool:
+    """A busy server (rate limit, 502/503) is worth waiting for; an unreachable one is not (it fails in one
+    line at once, rather than after a minute of retries)."""
     text = f"{type(exc).__name__} {exc}"
-    return any(s in text for s in ("429", "rate limit", "Rate limit", "Timeout", "timed out", "502", "503",
-                                   "ConnectionError", "CommError"))
+    return any(s in text for s in ("429", "rate limit", "Rate limit", "502", "503"))
 
 
 def with_retry(fn: Callable[[], object], what: str, sleep: Callable[[float], None] = time.sleep):
@@ -59,15 +60,36 @@ def _iter_runs(api, path: str, filters: dict, sleep) -> Iterator:
         yield run
 
 
+def _connect(sleep: Callable[[float], None]):
+    """The W&B public API, or a one-line DgxError when there is no key or no connection (within ~10 s)."""
+    import netrc
+    import os
+
+    from dgx.config import get_settings
+
+    key = get_settings().wandb_api_key or os.environ.get("WANDB_API_KEY", "")
+    if not key:
+        try:
+            key = (netrc.netrc().authenticators("api.wandb.ai") or ("", "", ""))[2] or ""
+        except (OSError, netrc.NetrcParseError):
+            key = ""
+    if not key:
+        raise DgxError("--source wandb needs a W&B API key: set WANDB_API_KEY in the environment or .env (or run "
+                       "`wandb login`); to report from the local runs, use --source optuna")
+    os.environ.setdefault("WANDB_API_KEY", key)
+    import wandb
+
+    return with_retry(lambda: wandb.Api(timeout=5), "connecting to W&B (check the network, or use --source optuna)",
+                      sleep)
+
+
 def load_wandb_runs(entity: str, project: str, study_prefix: str | tuple[str, ...] | None = None,
                     phase: str | None = "seeds", api=None, sleep: Callable[[float], None] = time.sleep) -> pd.DataFrame:
     """Finished dgx runs of ``entity/project`` as the runs frame (columns of :data:`COLUMNS`)."""
     if not project:
         raise DgxError("--source wandb needs --project (or WANDB_PROJECT)")
     if api is None:
-        import wandb
-
-        api = with_retry(lambda: wandb.Api(timeout=60), "connecting to W&B", sleep)
+        api = _connect(sleep)
     path = f"{entity}/{project}" if entity else project
     filters = {"state": "finished"}
     if phase is not None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dgx.errors import DgxError, unknown_choice
+from dgx.sweep.storage import shown_url
 
 log = logging.getLogger("dgx")
 
@@ -56,7 +57,7 @@ class WorkerSpec:
                            f"--workers {self.workers}; give one GPU per worker, e.g. --workers 2 --gpus 0,1 "
                            "(or leave --workers out to default to it)")
         if self.parallel and storage_url.startswith("sqlite"):
-            raise DgxError(f"storage {storage_url!r} is for one process; several workers need a shared one: "
+            raise DgxError(f"storage {shown_url(storage_url)!r} is for one process; several workers need a shared one: "
                            "--storage journal:///runs/dgx.journal (one machine or NFS) or postgresql://user@host/db")
 
     def device_of(self, i: int) -> str | None:

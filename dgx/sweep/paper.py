@@ -11,6 +11,7 @@ from dgx.errors import DgxError
 from dgx.methods import BASELINE
 from dgx.progress import console
 from dgx.sweep.plan import load_data, resolve_config
+from dgx.sweep.storage import shown_url
 
 # Training images per epoch of the paper's sources (dgx data prepare siim --splits ...); the official
 # profile trains on 80% of the pool (CXR-P: 951 gaze images).
@@ -105,7 +106,7 @@ def reproduce(name: str, data: str | None = None, data_opt: list[str] | None = N
             echo(build_report(url, study_prefix=prefixes, phase="seeds", shape=str(report.get("table", "1")),
                                     method=report.get("method"), baseline=report.get("baseline"),
                                     filters={k: report[k] for k in ("mask",) if k in report}))
-    console.print(f"reproduce {name} finished in {time.perf_counter() - started:.0f} s ({len(done)} studies in {url})")
+    console.print(f"reproduce {name} finished in {time.perf_counter() - started:.0f} s ({len(done)} studies in {shown_url(url)})")
 
 
 def plan_specs(chosen: list[PaperSpec], url: str, *, data, data_opt, budget, trials, seeds, epochs, model, weights,
@@ -145,7 +146,7 @@ def plan_specs(chosen: list[PaperSpec], url: str, *, data, data_opt, budget, tri
 def _print_plan(rows: list[tuple], url: str) -> None:
     from rich.table import Table
 
-    table = Table(title=f"dgx reproduce: studies and trials (storage {url})")
+    table = Table(title=f"dgx reproduce: studies and trials (storage {shown_url(url)})")
     for col in ("table", "study", "grid points", "seeds", "epochs", "trials", "est. GPU-h"):
         table.add_column(col, justify="left" if col in ("table", "study") else "right")
     total_trials, total_h = 0, 0.0

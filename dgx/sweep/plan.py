@@ -22,6 +22,7 @@ from dgx.progress import console
 from dgx.report.load import ORACLE
 from dgx.runs import run_dir
 from dgx.sweep.space import Budget, load_budget
+from dgx.sweep.storage import shown_url
 from dgx.train import TrainConfig, TrainResult
 
 log = logging.getLogger("dgx")
@@ -152,7 +153,8 @@ def sweep(method: str, mask: str | None = None, data: str = "decoy-cxr", data_op
     names = execute(plans, spec, url, device, settings, bundle)
     if names is None:
         return None
-    console.print(f"sweep finished in {time.perf_counter() - started:.0f} s; studies {', '.join(names)} in {url}")
+    console.print(f"sweep finished in {time.perf_counter() - started:.0f} s; studies {', '.join(names)} in "
+                  f"{shown_url(url)}")
     return build_report(url, study_prefix=tuple(names), phase="seeds")
 
 
@@ -174,11 +176,11 @@ def _header(name: str, plan_budget, cfg: TrainConfig, bundle: Bundle, plans: lis
                 ", ".join(f"{k}={v}" for k, v in ORACLES.get(cfg.dataset, {}).items()) + "; --no-oracle skips it)"
                 if extra.variant == ORACLE else "baseline: ERM (--no-baseline skips it)")
         lines.append(f"  {what}, {_count(extra.n_points, 'grid point')} + {_count(plan.seeds, 'seed')}")
-    lines.append(f"  storage {url}; W&B mode {settings.resolved_wandb_mode()}")
+    lines.append(f"  storage {shown_url(url)}; W&B mode {settings.resolved_wandb_mode()}")
     if spec.parallel:
         where = f"GPUs {','.join(spec.gpus)}" if spec.gpus else "CPU"
         lines.append(f"  {spec.workers} worker(s) via {spec.launcher} ({where}); more can join with "
-                     f"`dgx worker --storage {url}`")
+                     f"`dgx worker --storage {shown_url(url)}`")
     if plan_budget.name != "paper":
         lines.append("  the paper's full setting is one flag away: --budget paper")
     return "\n".join(lines)
@@ -214,8 +216,8 @@ def execute(plans, spec, url: str, device: str, settings, bundle) -> list[str] |
             prepare_sweep(p, storage_obj)  # enqueue every grid point once, before any worker starts
         if spec.workers == 0:
             studies = " ".join(f"--study {p.study}" for p in plans)
-            console.print(f"queued; start workers with `dgx worker --storage {url} {studies}`, "
-                          f"then `dgx report --storage {url}`")
+            console.print(f"queued; start workers with `dgx worker --storage {shown_url(url)} {studies}`, "
+                          f"then `dgx report --storage {shown_url(url)}`")
             return None
         launch(spec, url, [p.study for p in plans], device, settings.runs_dir)
         for p in plans:

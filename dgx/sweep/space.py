@@ -6,7 +6,6 @@ The only place ``trial.suggest_*`` is called (optuna-examples' habit).
 from __future__ import annotations
 
 import itertools
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,9 @@ GRID_PARAMS = ("lr", "wd", "lam")
 
 def sweeps_dir() -> Path:
     """``$DGX_SWEEPS_DIR``, else the repository's ``sweeps/`` next to the package."""
-    env = os.environ.get("DGX_SWEEPS_DIR")
+    from dgx.config import get_settings
+
+    env = get_settings().sweeps_dir
     path = Path(env) if env else Path(__file__).resolve().parents[2] / "sweeps"
     if not path.is_dir():
         raise DgxError(f"sweeps directory {path} not found; set DGX_SWEEPS_DIR to the repository's sweeps/ folder")

@@ -41,9 +41,16 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("sqlite:///"):
         _writable_file(Path(url[len("sqlite:///") :].split("?", 1)[0]), url)
     elif "://" not in url:
-        raise DgxError(f"storage {url!r} is not a URL; use sqlite:///runs/dgx.db, journal:///path/file.journal or postgresql://user@host/db")
+        raise DgxError(f"storage {shown_url(url)!r} is not a URL; use sqlite:///runs/dgx.db, journal:///path/file.journal or postgresql://user@host/db")
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else {})
     except Exception as exc:  # drivers raise many types; the first line says what is wrong
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DgxError(f"cannot open storage {url!r}: {first}") from None
+        raise DgxError(f"cannot open storage {shown_url(url)!r}: {first}") from None
+
+
+def shown_url(url: str) -> str:
+    """A storage URL fit for logs: any password replaced by ``***`` (postgresql://dgx:***@db/dgx)."""
+    import re
+
+    return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)

@@ -151,7 +151,7 @@ def work(plan: SweepPlan, search: optuna.Study, data: Bundle, settings: Settings
     timing = timing or Timing.from_settings(settings)
     storage = queue.storage_of(search)
     with make_progress() as bar:
-        bar.disable = not progress
+        bar.disable = bar.disable or not progress
         total = bar.add_task(f"sweep {plan.study}", total=plan.n_points + plan.seeds, status="")
         objective = _objective(plan, data, settings, "search", plan.grid, bar)
         _drain(search, objective, plan, timing, lambda done: bar.update(total, completed=done),
