@@ -3,9 +3,10 @@
 Everything goes to stderr, so stdout carries only results (tables) and can be
 piped or redirected. On a terminal, progress is a rich bar. When stderr is not
 a terminal (a SLURM log, a pipe, ``2> file``) it is plain timestamped lines,
-one when a task starts, one whenever its status changes (each epoch of a
-training) and at least one every :data:`LINE_INTERVAL_S` seconds while it
-advances, and one when it ends, so a log shows that a job is alive and
+one whenever a task's status changes (each epoch of a training), at least
+one every :data:`LINE_INTERVAL_S` seconds while it advances, and one when it
+ends (a task that fails before its first line stays silent, so a bad input
+is still one line), so a log shows that a job is alive and
 how far it got. ``dgx --no-progress`` turns both off, ``dgx --quiet`` also
 the informational log lines.
 """
@@ -63,6 +64,7 @@ class _Task:
         self.started = time.monotonic()
         self.start_completed = completed
         self.last_line = 0.0
+        self.printed = False
 
 
 class LineProgress:
@@ -89,8 +91,8 @@ class LineProgress:
 
     def add_task(self, description: str, total: float | None = None, completed: float = 0, **fields) -> int:
         task_id = len(self.tasks) and max(self.tasks) + 1
-        self.tasks[task_id] = _Task(description, total, completed, fields)
-        self._line(self.tasks[task_id], "start")
+        task = self.tasks[task_id] = _Task(description, total, completed, fields)
+        task.last_line = task.started  # the first line comes with progress, not at the start
         return task_id
 
     def advance(self, task_id: int, advance: float = 1) -> None:
@@ -117,13 +119,17 @@ class LineProgress:
     def remove_task(self, task_id: int) -> None:
         """The task's last line: ``[done]`` when it reached its total, else ``[stopped]``."""
         task = self.tasks.pop(task_id, None)
-        if task is not None:
-            self._line(task, "done" if task.total is not None and task.completed >= task.total else "stopped")
+        if task is None:
+            return
+        done = task.total is not None and task.completed >= task.total
+        if done or task.printed:
+            self._line(task, "done" if done else "stopped")
 
     def _line(self, task: _Task, event: str) -> None:
         task.last_line = time.monotonic()
         if self.disable:
             return
+        task.printed = True
         elapsed = task.last_line - task.started
         parts = [time.strftime("%Y-%m-%d %H:%M:%S"), task.description]
         if task.total:

@@ -35,7 +35,10 @@ def _pspnet_checkpoint(path, on: str) -> None:
 
 
 def test_find_weights(tmp_path, monkeypatch):
+    from dgx.config import get_settings
+
     monkeypatch.setenv("DGX_LUNG_MODEL", str(tmp_path / "absent.pth"))
+    get_settings.cache_clear()  # settings are read once per process; this test changes them twice
     assert lungseg.find_weights("auto") is None and lungseg.find_weights(None) is None
     assert lungseg.find_weights("none") is None
     with pytest.raises(DgxError, match=r"absent\.pth not found.*--lung-model none"):
@@ -43,6 +46,7 @@ def test_find_weights(tmp_path, monkeypatch):
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"x")
     monkeypatch.setenv("DGX_LUNG_MODEL", str(weights))
+    get_settings.cache_clear()
     assert lungseg.find_weights("auto") == weights
 
 
