@@ -248,3 +248,31 @@ def test_error_duplicated_seeds(db):
 def test_error_unknown_format(db):
     with pytest.raises(DgxError, match="unknown table format 'html'; choose from: csv, json, latex, markdown"):
         table1(load_runs(db), fmt="html")
+
+
+def test_holm_adjusts_by_hand_example():
+    from dgx.report.tables import holm
+
+    # m = 4: sorted p 0.01, 0.02, 0.03, 0.04 -> 0.04, 0.06, 0.06 (monotone), 0.06
+    assert holm(np.array([0.03, 0.01, 0.04, 0.02])).tolist() == pytest.approx([0.06, 0.04, 0.06, 0.06])
+    assert holm(np.array([0.5])).tolist() == [0.5] and holm(np.array([0.9, 0.8])).tolist() == [1.0, 1.0]
+
+
+def test_stars_are_holm_corrected_and_an_unreachable_test_is_said(db):
+    text = report(db, baseline="erm")
+    assert "after Holm's correction over the" in text
+    cells = table1_cells(load_runs(db))
+    assert "significant" not in cells  # without a baseline there is nothing to star
+    wilcoxon = report(db, baseline="erm", test="wilcoxon")
+    assert "with 3 paired seeds the smallest Wilcoxon p is 0.25, so no cell can be starred" in wilcoxon
+
+
+def test_report_options_that_would_do_nothing_are_one_line_errors(db):
+    from typer.testing import CliRunner
+
+    from dgx.cli import app
+
+    for args, message in ((["--test", "wilcoxon"], "there is none; add --baseline erm"),
+                          (["--baseline", "erm", "--figure", "bars"], "--baseline has no effect on --figure")):
+        result = CliRunner().invoke(app, ["report", "--storage", db, *args])
+        assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1

@@ -19,7 +19,7 @@ def report(
     method: Annotated[Optional[list[str]], typer.Option("--method", help="Only these methods, repeatable; for --table 2/5 the one method shown.")] = None,
     mask: Annotated[Optional[list[str]], typer.Option("--mask", help="Only these masks, repeatable.")] = None,
     baseline: Annotated[Optional[str], typer.Option("--baseline", help="Paired comparison per cell across seeds: erm, mask:NAME (e.g. mask:abnormality) or none.")] = None,
-    test: Annotated[str, typer.Option("--test", help="Paired test: t (paired Student t) or wilcoxon (signed-rank).")] = "t",
+    test: Annotated[Optional[str], typer.Option("--test", help="Paired test with --baseline: t (paired Student t, the default) or wilcoxon (signed-rank). Stars use Holm's correction within a table.")] = None,
     source: Annotated[str, typer.Option("--source", help="optuna (the storage) or wandb (the W&B public API).")] = "optuna",
     entity: Annotated[Optional[str], typer.Option("--entity", help="W&B entity for --source wandb. Default: WANDB_ENTITY.")] = None,
     project: Annotated[Optional[str], typer.Option("--project", help="W&B project for --source wandb. Default: WANDB_PROJECT.")] = None,

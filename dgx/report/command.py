@@ -17,13 +17,20 @@ RUN_CIS = ("delong", "bootstrap")
 def run_report(storage: str | None = None, study: str | None = None, phase: str = "seeds", table: str = "1",
                fmt: str = "markdown", out: Path | None = None, dataset: list[str] | None = None,
                method: list[str] | None = None, mask: list[str] | None = None, baseline: str | None = None,
-               test: str = "t", source: str = "optuna", entity: str | None = None, project: str | None = None,
+               test: str | None = None, source: str = "optuna", entity: str | None = None, project: str | None = None,
                figure: str | None = None, run_ci: str | None = None) -> str:
     """The report's text for stdout: the table itself, or "wrote PATH" when it went to a file or a figure."""
     from dgx.report import filter_runs
     from dgx.report import report as build_report
     from dgx.report.load import load_runs
 
+    if test is not None and not baseline:
+        raise DgxError(f"--test {test} compares cells with a baseline and there is none; add --baseline erm "
+                       "(or mask:NAME), or drop --test")
+    if baseline and (figure is not None or run_ci is not None):
+        raise DgxError(f"--baseline has no effect on {'--figure' if figure is not None else '--run-ci'}; drop it, "
+                       "or print the table with --baseline instead")
+    test = test or "t"
     for value, choices, what in ((phase, PHASES, "phase"), (source, SOURCES, "source"), (test, TESTS, "test"),
                                  (figure, FIGURES, "figure"), (run_ci, RUN_CIS, "--run-ci")):
         if value is not None and value not in choices:

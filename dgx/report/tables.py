@@ -150,9 +150,27 @@ def cells(runs: pd.DataFrame, confidence: float = 0.95, baseline: Baseline | Non
                     other = seeds.loc[(experiment, *ref)][domain]
                     shared = values.index.intersection(other.index)
                     diff, dhalf, npair, p = paired_difference(values[shared], other[shared], confidence, test)
-                    row.update(diff=diff, diff_half=dhalf, pairs=npair, p=p, significant=bool(p < ALPHA))
+                    row.update(diff=diff, diff_half=dhalf, pairs=npair, p=p)
                 rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if "p" in frame:  # Holm's step-down correction over each dataset's comparisons (one table's stars)
+        frame["p_holm"] = np.nan
+        for _, part in frame.groupby("dataset", sort=False):
+            tested = part["p"].dropna()
+            frame.loc[tested.index, "p_holm"] = holm(tested.to_numpy(float))
+        frame["significant"] = frame["p_holm"] < ALPHA
+    return frame
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control), in the input order."""
+    p = np.asarray(p, dtype=float)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adjusted
+    return out
 
 
 def fmt_cell(mean: float, half: float, n: int) -> str:
@@ -192,13 +210,27 @@ class Table:
     footer: tuple[str, ...] = ()  # lines under the note: the headline comparisons (see headline())
 
 
-def _note(baseline: Baseline | None, test: str, extra: str = "") -> str:
+def _note(baseline: Baseline | None, test: str, extra: str = "", part: pd.DataFrame | None = None) -> str:
     note = "_italic_ = OOD target domain; n = seeds; — = no result"
     if baseline is not None:
         test_name = "paired t" if test == "t" else "Wilcoxon signed-rank"
+        m = int(part["p"].notna().sum()) if part is not None and "p" in part else 0
         note += (f"; Δ = paired difference to {baseline.label()} over shared seeds (± CI, {test_name} p); "
-                 f"* = p < {ALPHA}")
+                 f"* = p < {ALPHA} after Holm's correction over the {m} comparisons of this dataset")
+        note += _unreachable(test, part)
     return note + (f"; {extra}" if extra else "") + "."
+
+
+def _unreachable(test: str, part: pd.DataFrame | None) -> str:
+    """A warning when the test cannot reach significance at this n (exact Wilcoxon: p >= 2 / 2^n)."""
+    if test != "wilcoxon" or part is None or "pairs" not in part or part["pairs"].dropna().empty:
+        return ""
+    n = int(part["pairs"].dropna().min())
+    smallest = 2.0 / 2 ** n
+    if smallest < ALPHA:
+        return ""
+    return (f"; with {n} paired seeds the smallest Wilcoxon p is {smallest:.3g}, so no cell can be starred "
+            "(more seeds, or --test t)")
 
 
 def _title(what: str, runs: pd.DataFrame, experiment: str, confidence: float) -> str:
@@ -243,7 +275,7 @@ def table_long(runs: pd.DataFrame, shape: str, confidence: float, baseline: Base
         extra = f"Gain = AUROC points over the same method with {reference} masks" if shape == "3" else ""
         footer = tuple(headline(runs[runs["dataset"] == experiment], confidence, test))
         out.append(Table(_title(what, runs, experiment, confidence), header, rows, targets,
-                         _note(baseline, test, extra), part.reset_index(drop=True), footer=footer))
+                         _note(baseline, test, extra, part), part.reset_index(drop=True), footer=footer))
     return out
 
 
@@ -279,7 +311,7 @@ def table_wide(runs: pd.DataFrame, method: str, confidence: float, baseline: Bas
         out.append(Table(_title(f"{name}: {METHOD_NAMES.get(method, method)} by segmentation type", runs,
                                 experiment, confidence),
                          ["Segmentation type", *domains], rows, [False] * len(rows),
-                         _note(baseline, test, "(n) = seeds"), part.reset_index(drop=True), target_cols))
+                         _note(baseline, test, "(n) = seeds", part), part.reset_index(drop=True), target_cols))
     return out
 
 
