@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from dgx.data.base import Bundle, Split, unconstrained
+from dgx.runs import BEST, run_dir
 
 log = logging.getLogger("dgx")
 
@@ -194,7 +195,7 @@ def study_runs(storage: str, study_prefix: tuple[str, ...] | None, phase: str | 
             attrs = trial.user_attrs
             if "config" not in attrs or "run_id" not in attrs or (phase and attrs.get("phase") != phase):
                 continue
-            checkpoint = Path(runs_dir) / "runs" / str(attrs["run_id"]) / "best.pt"
+            checkpoint = run_dir(runs_dir, str(attrs["run_id"])) / BEST
             if not checkpoint.is_file():
                 missing += 1
                 continue

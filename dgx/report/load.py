@@ -125,7 +125,7 @@ def _trial_rows(study: str, number: int, attrs: dict) -> list[tuple]:
 
 def record_rows(study: str, number: int, record: TrialRecord) -> list[tuple]:
     """A record as rows of the runs frame (:data:`COLUMNS`), the source first, then the targets."""
-    method = ORACLE if record.variant == ORACLE else record.method
+    method = report_method({"method": record.method, "variant": record.variant})
     rows = []
     for domain, role in record.domains():
         # A domain the trial should have been scored on but was not becomes

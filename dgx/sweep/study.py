@@ -19,12 +19,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from dgx import runs
 from dgx.config import Settings
 from dgx.data import oracle_options
 from dgx.data.base import Bundle
@@ -211,7 +211,6 @@ def _open_study(plan: SweepPlan, storage, name: str, sampler, pruner=None) -> op
 
 
 def _objective(plan: SweepPlan, data: Bundle, settings: Settings, phase: str, grid: dict, bar) -> Callable:
-    runs = Path(settings.runs_dir) / "runs"
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial, grid)
@@ -230,7 +229,7 @@ def _objective(plan: SweepPlan, data: Bundle, settings: Settings, phase: str, gr
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
-        run_dir = runs / cfg.run_id(data.fingerprint)
+        run_dir = runs.run_dir(settings.runs_dir, cfg.run_id(data.fingerprint))
         try:
             result = train(cfg, data, run_dir, device=plan.device, on_epoch=on_epoch, progress=bar)
         except NonFiniteLossError as exc:
