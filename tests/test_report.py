@@ -81,7 +81,7 @@ Table 1 — test AUROC (%), mean ± 95% CI (Student t) across seeds; phase: seed
 | Target average    | ERM             | 79.0 ± 2.2 | 3 |
 |                   | RRR (periphery) | 78.7 ± 4.7 | 3 |
 
-_italic_ = OOD target domain; n = seeds; — = no result.
+_italic_ = OOD target domain; n = seeds; — = not run; n/a = not applicable.
 
 Target average against ERM (paired t across seeds):
 - RRR (periphery): -0.3 points (± 4.4, 95% CI; 3 paired seeds; p=0.774)
@@ -103,7 +103,7 @@ def test_mean_ci_matches_scipy_and_edge_cases():
 def test_load_runs_rows_and_order(db):
     df = load_runs(db)
     assert list(df.columns) == ["study", "trial", "dataset", "method", "mask", "phase", "seed", "domain", "role", "auroc", "run_id",
-                                  "profile"]
+                                  "profile", "val_auroc"]
     assert len(df) == 2 * 3 * 3
     first = df[(df["study"] == "exp-erm.seeds") & (df["trial"] == 0)]
     assert list(first["domain"]) == [SOURCE] + TARGETS
@@ -170,10 +170,13 @@ def test_missing_cells_are_shown():
     text = table1(load_runs(storage))
     assert "| _chexpert-synth_  | ERM               |  81.0 ± 2.5 | 3 |" in text
     assert "|                   | GradMask (scaled) |           — | 0 |" in text
-    lines = [line for line in text.splitlines() if "GradMask" in line]
+    lines = [line for line in text.splitlines() if "GradMask" in line and line.startswith("|")]
     # rows: source, mimic, chexpert, target average — none of them dropped
     assert [line.split("|")[3].strip() for line in lines] == ["85.0 ± 63.5", "72.5 ± 31.8", "—", "—"]
     assert [line.split("|")[4].strip() for line in lines] == ["2", "2", "0", "0"]
+    # The average stands on fewer seeds than the mimic cell beside it, and the note says so.
+    assert "target average only over seeds scored on every target, fewer than its cells for GradMask (scaled) 0 of 2" \
+        in text
 
 
 def test_single_seed_shows_na():

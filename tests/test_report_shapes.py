@@ -73,7 +73,8 @@ def test_table3_gain_is_periphery_minus_abnormality(storage):
             gain = _values((method, "periphery"), i).mean() - _values((method, "abnormality"), i).mean()
             assert data.loc[(domain, method), "gain"] == pytest.approx(gain)
     erm_rows = [r for r in t.rows if r[1] == "ERM"]
-    assert all(r[4] == "—" for r in erm_rows)
+    assert erm_rows and all(r[4] == "n/a" for r in erm_rows)  # ERM has no mask: not applicable, not "not run"
+    assert "— = not run; n/a = not applicable" in t.note
 
 
 def test_paired_statistics_match_scipy(storage):
@@ -147,14 +148,18 @@ def test_missing_cell_in_wide_table():
         add_run(study, "actdiff", "abnormality", seed, scores((0.8, 0.7, 0.6)))
         add_run(study, "actdiff", "periphery", seed, {SOURCE: 0.8, TARGETS[0]: 0.7})  # never scored on chexpert
     (t,) = build(load_runs(st), "2")
-    periphery = t.rows[1]
+    scaled, periphery = t.rows[1], t.rows[2]
+    assert scaled[0] == "Scaled abnormality" and scaled[1:] == ["—"] * 4  # not run, still a row
     assert periphery[0] == "Lung periphery" and periphery[3] == "—" and periphery[4] == "—"
 
 
 def test_shape_errors_are_clear(storage):
     runs = load_runs(storage)
-    with pytest.raises(DgxError, match="no GradMask runs"):
-        build(runs, "2", method="gradmask")
+    (t,) = build(runs, "2", method="gradmask")  # none run: every paper mask a row of "—", and a note
+    assert [r[0] for r in t.rows] == ["Abnormality", "Scaled abnormality", "Lung periphery"]
+    assert all(cell == "—" for r in t.rows for cell in r[1:]) and "no GradMask runs on decoy-cxr" in t.note
+    with pytest.raises(DgxError, match="unknown method 'bogus'"):
+        build(runs, "2", method="bogus")
     with pytest.raises(DgxError, match="Table 3 needs methods trained with the periphery mask"):
         build(runs[runs["mask"] != "periphery"], "3")
     with pytest.raises(DgxError, match="unknown table '4'"):

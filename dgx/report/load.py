@@ -24,7 +24,7 @@ from dgx.runs import TrialRecord
 log = logging.getLogger("dgx")
 
 COLUMNS = ("study", "trial", "dataset", "method", "mask", "phase", "seed", "domain", "role", "auroc", "run_id",
-           "profile")
+           "profile", "val_auroc")
 
 ORACLE = "oracle"  # the method name the tables give to trials of the oracle variant
 
@@ -91,7 +91,7 @@ def _complete_trials(store: optuna.storages.BaseStorage, names: list[str]):
 def _complete_trials_sql(store: optuna.storages.RDBStorage, names: list[str]):
     import sqlalchemy as sa
 
-    wanted = set(TrialRecord.REQUIRED) | {"run_id", "variant", "profile"}  # the tables never read "config"
+    wanted = set(TrialRecord.REQUIRED) | {"run_id", "variant", "profile", "val_auroc"}  # the tables never read "config"
     query = sa.text(
         "SELECT s.study_name, t.number, a.key, a.value_json FROM trials t "
         "JOIN studies s ON s.study_id = t.study_id "
@@ -132,7 +132,8 @@ def record_rows(study: str, number: int, record: TrialRecord) -> list[tuple]:
         # NaN, so the table shows the gap instead of quietly dropping it.
         value = record.auroc.get(domain)
         rows.append((study, number, record.dataset, method, record.mask, record.phase, record.seed, domain, role,
-                     math.nan if value is None else float(value), record.run_id, record.profile))
+                     math.nan if value is None else float(value), record.run_id, record.profile,
+                     float(record.val_auroc)))
     return rows
 
 
@@ -182,4 +183,4 @@ def load_runs(
             msg += f"{skipped}; wait for `dgx sweep` to finish some trials or check the study prefix"
         raise DgxError(msg)
     df = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
-    return df.astype({"trial": "int64", "seed": "int64", "auroc": "float64"})
+    return df.astype({"trial": "int64", "seed": "int64", "auroc": "float64", "val_auroc": "float64"})

@@ -38,7 +38,9 @@ MASK_NAMES = {"abnormality": "Abnormality", "scaled": "Scaled abnormality", "per
               "gaze": "Gaze", "none": "None"}
 _METHOD_ORDER = tuple(METHOD_NAMES)
 _MASK_ORDER = ("abnormality", "scaled", "periphery", "gaze", "none")
-MISSING = "—"
+MISSING = "—"  # not run: no trial produced this number
+NOT_APPLICABLE = "n/a"  # the number does not exist (ERM has no mask to gain over; one seed has no CI)
+PAPER_MASKS = ("abnormality", "scaled", "periphery")  # the rows of Tables 2 and 5, run or not
 AVERAGE = "Target average"
 SHAPES = ("1", "2", "3", "5")
 FORMATS = ("markdown", "latex", "csv", "json")
@@ -67,26 +69,69 @@ def _domains(runs: pd.DataFrame) -> tuple[list[str], list[str]]:
     return sources, targets
 
 
-def _check_unique_seeds(runs: pd.DataFrame) -> None:
-    """One trial per seed per group, else the mean would mix configurations."""
-    trials = runs[["dataset", "method", "mask", "seed", "study", "trial"]].drop_duplicates()
-    key = ["dataset", "method", "mask", "seed"]
-    dup = trials[trials.duplicated(key, keep=False)]
-    if dup.empty:
-        return
-    first = dup.iloc[0]
-    same = dup[(dup[key] == first[key]).all(axis=1)]
+def _mixed(same: pd.DataFrame, why: str) -> DgxError:
+    first = same.iloc[0]
     where = ", ".join(f"{s}#{t}" for s, t in zip(same["study"], same["trial"]))
-    raise DgxError(
-        f"{method_label(first['method'], first['mask'])} on {first['dataset']} has {len(same)} trials with seed "
+    return DgxError(
+        f"{method_label(first['method'], first['mask'])} on {first['dataset']} has {len(same)} {why} with seed "
         f"{first['seed']} ({where}): mixed configurations; pass a study prefix (--study-prefix) or a phase "
         "to select one set of runs"
     )
 
 
+def select_trials(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """One trial per (dataset, method, mask, seed), and a note for each choice made.
+
+    - Seeds-phase trials win over search trials (``--phase all``: the seeds
+      phase retrains the selected point; its seed 0 *is* the selected search run).
+    - Among search trials (a grid shares one seed), the one the sweep itself
+      selects: the best source-validation AUROC, ties to the earliest trial.
+      Target domains never take part (model selection on the source only).
+    - Trials naming the same run folder are one training, counted once.
+    - Two different seeds-phase trainings, or trainings of different profiles,
+      for one seed are mixed configurations: a one-line error.
+    """
+    key = ["dataset", "method", "mask", "seed"]
+    cols = ["study", "trial", *key, "phase"] + [c for c in ("profile", "run_id", "val_auroc") if c in runs]
+    trials = runs[cols].drop_duplicates(["study", "trial"]).copy()
+    if "profile" in trials:
+        profiles = trials.groupby(key)["profile"].transform("nunique")
+        if (profiles > 1).any():
+            first = trials[profiles > 1].iloc[0]
+            same = trials[(trials[key] == first[key]).all(axis=1)]
+            raise _mixed(same, f"trials of profiles {', '.join(sorted(set(same['profile'])))}")
+    run_id = trials["run_id"] if "run_id" in trials else pd.Series("", index=trials.index)
+    # Distinct trainings: a run folder counts once; trials without one are each their own.
+    trials["_training"] = np.where(run_id.astype(str) != "", run_id.astype(str),
+                                   trials["study"] + "#" + trials["trial"].astype(str))
+    trials["_seeds"] = trials["phase"] == "seeds"
+    trials["_val"] = trials["val_auroc"].fillna(-np.inf) if "val_auroc" in trials else -np.inf
+    keep, notes, picked, candidates = [], [], 0, 0
+    for _, group in trials.groupby(key, sort=False):
+        seeds = group[group["_seeds"]]
+        if not seeds.empty:
+            distinct = seeds.drop_duplicates("_training")
+            if len(distinct) > 1:
+                raise _mixed(distinct, "trials")
+            keep.append(distinct.index[0])
+            continue
+        distinct = group.drop_duplicates("_training")
+        best = distinct.sort_values(["_val", "study", "trial"], ascending=[False, True, True], kind="stable")
+        keep.append(best.index[0])
+        if len(distinct) > 1:
+            picked, candidates = picked + 1, candidates + len(distinct)
+    if picked:
+        notes.append(f"search phase: per method, mask and seed the trial with the best source-validation AUROC "
+                     f"({candidates} trials in {picked} such group{'s' if picked > 1 else ''}), as the sweep "
+                     "selects; targets play no part")
+    chosen = trials.loc[keep, ["study", "trial"]]
+    out = runs.merge(chosen, on=["study", "trial"], how="inner") if len(chosen) < len(trials) else runs
+    return out, notes
+
+
 def per_seed(runs: pd.DataFrame) -> pd.DataFrame:
     """AUROC per (dataset, method, mask, seed) × domain, plus the per-seed target average column."""
-    _check_unique_seeds(runs)
+    runs = select_trials(runs)[0]
     out = []
     for experiment in dict.fromkeys(runs["dataset"]):
         exp = runs[runs["dataset"] == experiment]
@@ -146,6 +191,9 @@ def cells(runs: pd.DataFrame, confidence: float = 0.95, baseline: Baseline | Non
                 row = {"dataset": experiment, "domain": domain, "role": role, "method": method, "mask": mask,
                        "label": method_label(method, mask), "mean": mean, "half_width": half, "n": n}
                 ref = baseline.group(method, mask) if baseline else None
+                if baseline is not None:  # why a Δ is absent: this row is the baseline, or it was not run
+                    row["vs"] = ("baseline" if ref is None else
+                                 "ok" if (experiment, *ref) in seeds.index.droplevel("seed") else "not run")
                 if ref is not None and (experiment, *ref) in seeds.index.droplevel("seed"):
                     other = seeds.loc[(experiment, *ref)][domain]
                     shared = values.index.intersection(other.index)
@@ -180,8 +228,10 @@ def fmt_cell(mean: float, half: float, n: int) -> str:
 
 
 def _fmt_diff(row) -> str:
+    if row.get("vs") == "baseline":
+        return NOT_APPLICABLE
     if "diff" not in row or pd.isna(row.get("diff")):
-        return ""
+        return MISSING
     star = "*" if row.get("significant") else ""
     half = "n/a" if pd.isna(row["diff_half"]) else f"{100 * row['diff_half']:.1f}"
     return f"{100 * row['diff']:+.1f} ± {half}{star} (p{fmt_p(row['p'])})"
@@ -211,14 +261,31 @@ class Table:
 
 
 def _note(baseline: Baseline | None, test: str, extra: str = "", part: pd.DataFrame | None = None) -> str:
-    note = "_italic_ = OOD target domain; n = seeds; — = no result"
+    note = f"_italic_ = OOD target domain; n = seeds; {MISSING} = not run; {NOT_APPLICABLE} = not applicable"
     if baseline is not None:
         test_name = "paired t" if test == "t" else "Wilcoxon signed-rank"
         m = int(part["p"].notna().sum()) if part is not None and "p" in part else 0
         note += (f"; Δ = paired difference to {baseline.label()} over shared seeds (± CI, {test_name} p); "
                  f"* = p < {ALPHA} after Holm's correction over the {m} comparisons of this dataset")
         note += _unreachable(test, part)
+    note += _average_note(part)
     return note + (f"; {extra}" if extra else "") + "."
+
+
+def _average_note(part: pd.DataFrame | None) -> str:
+    """Say so where a row's target average stands on fewer seeds than its target cells."""
+    if part is None or part.empty or not (part["role"] == "average").any():
+        return ""
+    short = []
+    for label, rows in part.groupby("label", sort=False):
+        avg = rows.loc[rows["role"] == "average", "n"]
+        cells_n = rows.loc[rows["role"] == "target", "n"]
+        if len(avg) and len(cells_n) and int(avg.iloc[0]) < int(cells_n.max()):
+            short.append(f"{label} {int(avg.iloc[0])} of {int(cells_n.max())}")
+    if not short:
+        return ""
+    return (f"; {AVERAGE.lower()} only over seeds scored on every target, fewer than its cells for "
+            + ", ".join(short))
 
 
 def _unreachable(test: str, part: pd.DataFrame | None) -> str:
@@ -243,7 +310,7 @@ def _title(what: str, runs: pd.DataFrame, experiment: str, confidence: float) ->
 
 
 def table_long(runs: pd.DataFrame, shape: str, confidence: float, baseline: Baseline | None, test: str,
-               gain_mask: str = "periphery", reference: str = "abnormality") -> list[Table]:
+               gain_mask: str = "periphery", reference: str = "abnormality", notes: tuple[str, ...] = ()) -> list[Table]:
     """Table 1 (domain × method) or Table 3 (the same, periphery methods with a Gain column)."""
     c = cells(runs, confidence, baseline, test)
     out = []
@@ -265,14 +332,16 @@ def table_long(runs: pd.DataFrame, shape: str, confidence: float, baseline: Base
             line = [row["domain"] if row["domain"] != previous else "", row["label"],
                     fmt_cell(row["mean"], row["half_width"], row["n"]), str(row["n"])]
             if shape == "3":
-                line.append(MISSING if pd.isna(row["gain"]) else f"{100 * row['gain']:+.1f}")
+                line.append(NOT_APPLICABLE if row["method"] == BASELINE else
+                            MISSING if pd.isna(row["gain"]) else f"{100 * row['gain']:+.1f}")
             if baseline:
                 line.append(_fmt_diff(row))
             rows.append(line)
             targets.append(row["role"] == "target")
             previous = row["domain"]
         what = "Table 1" if shape == "1" else f"Table 3 ({gain_mask} masks; Gain vs {reference})"
-        extra = f"Gain = AUROC points over the same method with {reference} masks" if shape == "3" else ""
+        extra = "; ".join(([f"Gain = AUROC points over the same method with {reference} masks"]
+                           if shape == "3" else []) + list(notes))
         footer = tuple(headline(runs[runs["dataset"] == experiment], confidence, test))
         out.append(Table(_title(what, runs, experiment, confidence), header, rows, targets,
                          _note(baseline, test, extra, part), part.reset_index(drop=True), footer=footer))
@@ -280,25 +349,28 @@ def table_long(runs: pd.DataFrame, shape: str, confidence: float, baseline: Base
 
 
 def table_wide(runs: pd.DataFrame, method: str, confidence: float, baseline: Baseline | None,
-               test: str) -> list[Table]:
-    """Tables 2 and 5: mask type × domain for one method."""
-    sub = runs[runs["method"] == method]
-    if sub.empty:
-        raise DgxError(f"no {METHOD_NAMES.get(method, method)} runs to tabulate; found methods "
-                       f"{sorted(runs['method'].unique())} (pick one with --method)")
+               test: str, notes: tuple[str, ...] = ()) -> list[Table]:
+    """Tables 2 and 5: mask type × domain for one method; every paper mask is a row, run or not."""
+    if method not in METHODS:
+        raise unknown_choice("method", method, tuple(METHODS))
+    name = METHOD_NAMES[method]
     c = cells(runs, confidence, baseline, test)  # baselines may be other methods (ERM)
-    c = c[c["method"] == method]
     out = []
     for experiment in dict.fromkeys(c["dataset"]):
-        part = c[c["dataset"] == experiment]
-        domains = list(dict.fromkeys(part["domain"]))
-        roles = dict(zip(part["domain"], part["role"]))
-        masks = sorted(part["mask"].unique(), key=lambda m: _rank(m, _MASK_ORDER))
+        every = c[c["dataset"] == experiment]
+        part = every[every["method"] == method]
+        domains = list(dict.fromkeys(every["domain"]))
+        roles = dict(zip(every["domain"], every["role"]))
+        masks = sorted(set(PAPER_MASKS) | set(part["mask"]), key=lambda m: _rank(m, _MASK_ORDER))
+        found = part.set_index(["mask", "domain"])
         rows = []
         for mask in masks:
             line = [MASK_NAMES.get(mask, mask)]
             for domain in domains:
-                r = part[(part["mask"] == mask) & (part["domain"] == domain)].iloc[0]
+                if (mask, domain) not in found.index:
+                    line.append(MISSING)
+                    continue
+                r = found.loc[(mask, domain)]
                 text = fmt_cell(r["mean"], r["half_width"], r["n"])
                 if text != MISSING:
                     text += f" ({r['n']})"
@@ -306,12 +378,14 @@ def table_wide(runs: pd.DataFrame, method: str, confidence: float, baseline: Bas
                     text += "*"
                 line.append(text)
             rows.append(line)
-        name = next((f"Table {n}" for n, m in WIDE_TABLES.items() if m == method), "Table")
+        table = next((f"Table {n}" for n, m in WIDE_TABLES.items() if m == method), "Table")
         target_cols = tuple(i + 1 for i, d in enumerate(domains) if roles[d] == "target")
-        out.append(Table(_title(f"{name}: {METHOD_NAMES.get(method, method)} by segmentation type", runs,
-                                experiment, confidence),
+        extra = ["(n) = seeds"] + ([f"no {name} runs on {experiment}: every row is {MISSING}, run "
+                                    f"`dgx sweep {method} --mask MASK` to fill it"] if part.empty else [])
+        out.append(Table(_title(f"{table}: {name} by segmentation type", runs, experiment, confidence),
                          ["Segmentation type", *domains], rows, [False] * len(rows),
-                         _note(baseline, test, "(n) = seeds", part), part.reset_index(drop=True), target_cols))
+                         _note(baseline, test, "; ".join(extra + list(notes)), part), part.reset_index(drop=True),
+                         target_cols))
     return out
 
 
@@ -364,9 +438,10 @@ def build(runs: pd.DataFrame, shape: str = "1", *, method: str | None = None, co
     """The tables of one paper shape for ``runs``."""
     if shape not in SHAPES:
         raise unknown_choice("table", shape, SHAPES)
+    runs, notes = select_trials(runs)
     if shape in ("2", "5"):
-        return table_wide(runs, method or WIDE_TABLES[shape], confidence, baseline, test)
-    return table_long(runs, shape, confidence, baseline, test, gain_mask, reference)
+        return table_wide(runs, method or WIDE_TABLES[shape], confidence, baseline, test, tuple(notes))
+    return table_long(runs, shape, confidence, baseline, test, gain_mask, reference, tuple(notes))
 
 
 def table1(runs: pd.DataFrame, fmt: str = "markdown", confidence: float = 0.95) -> str:

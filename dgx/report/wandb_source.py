@@ -116,4 +116,4 @@ def load_wandb_runs(entity: str, project: str, study_prefix: str | tuple[str, ..
                        + "; check --entity/--project, or sync offline runs with `wandb sync`")
     df = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
     df = df.sort_values(["study", "trial"], kind="stable").reset_index(drop=True)
-    return df.astype({"trial": "int64", "seed": "int64", "auroc": "float64"})
+    return df.astype({"trial": "int64", "seed": "int64", "auroc": "float64", "val_auroc": "float64"})
