@@ -20,8 +20,6 @@ from dgx.errors import DgxError
 SPLITS_FILE = "cxr_p_splits.csv"
 GAZE_FILE = "cxr_p_gaze.csv.gz"
 SOURCE_SPLITS = ("train", "val")  # CXR-P train+val: the paper's "training split" (1,170 images)
-# Share of the abnormality mass along each axis left outside the template box.
-_BOX_TAIL = 0.01
 
 
 def default_reference_dir() -> Path | None:
@@ -53,32 +51,25 @@ def upper_half_fraction(heat: np.ndarray) -> float:
     return float(top / heat.sum())
 
 
-def mass_box(heat: np.ndarray, tail: float = _BOX_TAIL) -> tuple[float, float, float, float]:
-    """(x0, x1, y0, y1) image fractions holding all but ``tail`` of the mass at each end of each axis."""
-    heat = np.asarray(heat, dtype=float)
-    out = []
-    for axis in (0, 1):  # columns (x) first, then rows (y)
-        cdf = np.cumsum(heat.sum(axis)) / heat.sum()
-        n = len(cdf)
-        out += [np.searchsorted(cdf, tail) / n, (np.searchsorted(cdf, 1 - tail) + 1) / n]
-    return tuple(out)  # type: ignore[return-value]
-
-
-def lung_template(size: int, box: tuple[float, float, float, float], cache_dir: Path | None = None) -> np.ndarray:
-    """Mean of the 435 atlas lung masks stretched to ``box`` (x0, x1, y0, y1): float (size, size).
+def lung_template(size: int, cache_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of the atlas lung masks, each placed at its own measured box: float (size, size), and the boxes.
 
     There are no SIIM pixels here to average (the paper overlays on the mean
-    image), so the real lung outlines stand in for the anatomy. ``cache_dir``
-    caches the decoded atlas (as :func:`dgx.data.lungs.load_lung_atlas`).
+    image), so the real lung outlines stand in for the anatomy. Each mask goes
+    back to the box (x0, x1, y0, y1) its lungs filled in its own image, as
+    fractions of that image's sides (:func:`dgx.data.lungs.load_lung_boxes`), so
+    the template is measured from the atlas alone, never fitted to the maps drawn
+    over it. ``cache_dir`` caches the decoded atlas (as
+    :func:`dgx.data.lungs.load_lung_atlas`).
     """
-    from dgx.data.lungs import load_lung_atlas, place_lungs
+    from dgx.data.lungs import load_lung_atlas, load_lung_boxes, place_lungs
 
     atlas = load_lung_atlas(size, cache_dir)
-    x0, x1, y0, y1 = box
+    boxes = load_lung_boxes(cache_dir)
     n = len(atlas)
-    center = np.tile([(x0 + x1) / 2, (y0 + y1) / 2], (n, 1))
-    extent = np.tile([x1 - x0, y1 - y0], (n, 1))
-    return place_lungs(atlas, np.arange(n), center, extent, np.zeros(n), size).mean(0)
+    center = np.column_stack([boxes[:, :2].mean(1), boxes[:, 2:].mean(1)])
+    extent = np.column_stack([boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2]])
+    return place_lungs(atlas, np.arange(n), center, extent, np.zeros(n), size).mean(0), boxes
 
 
 @dataclass
@@ -88,6 +79,8 @@ class Figure1:
     gaze: np.ndarray  # float (S, S): mean per-image gaze heatmap (each sums to 1)
     abnormality: np.ndarray  # float (S, S): fraction of positives annotated at each pixel
     template: np.ndarray  # float (S, S): mean lung mask, the backdrop
+    template_box: tuple[float, float, float, float]  # mean measured lung box (x0, x1, y0, y1), image fractions
+    n_atlas: int  # atlas masks averaged into the template
     n_gaze: int  # CXR-P train+val images with gaze
     n_positive: int  # CXR-P train+val positives with an RLE mask
     abnormality_upper: float  # share of abnormality mass in the top half (full 1024 px resolution)
@@ -99,8 +92,8 @@ def figure1_data(reference: Path, size: int = 128, sigma: float = 3.0, rle_path:
                  atlas_cache: Path | None = None) -> Figure1:
     """Average gaze and abnormality maps over CXR-P train+val (``sigma`` in output pixels).
 
-    The template is placed over the box that holds 98% of the abnormality mass
-    on each axis: pneumothorax lines the lung edge, so that box is the lungs'.
+    The backdrop is :func:`lung_template`: the atlas masks at their measured
+    positions, independent of both maps.
     """
     from dgx.masks.gaze import gaze_heatmaps, load_gaze
     from dgx.masks.rle import abnormality_mask, any_pool, load_rle_table
@@ -128,10 +121,13 @@ def figure1_data(reference: Path, size: int = 128, sigma: float = 3.0, rle_path:
         full += m
         small += any_pool(m, size)
     small /= len(rles)
+    template, boxes = lung_template(size, atlas_cache)
     return Figure1(
         gaze=heat,
         abnormality=small,
-        template=lung_template(size, mass_box(small), atlas_cache),
+        template=template,
+        template_box=tuple(float(v) for v in boxes.mean(0)),
+        n_atlas=len(boxes),
         n_gaze=len(gaze_ids),
         n_positive=len(rles),
         abnormality_upper=upper_half_fraction(full),

@@ -9,12 +9,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from dgx.analyze import Figure1
 
-# Mask overlay colour per kind, and how opaque the highlighted area is drawn.
-MASK_COLORS = {"abnormality": "red", "scaled": "orange", "periphery": "lime", "gaze": "cyan"}
+# Okabe & Ito's colour-blind-safe qualitative palette (Okabe and Ito 2008, "Color Universal Design").
+OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73",
+             "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7"}
+# Mask overlay colour per kind (a translucent fill plus an opaque outline), and the fill's opacity.
+MASK_COLORS = {"abnormality": OKABE_ITO["vermillion"], "scaled": OKABE_ITO["orange"],
+               "periphery": OKABE_ITO["bluish green"], "gaze": OKABE_ITO["sky blue"]}
+_OTHER_MASK = OKABE_ITO["reddish purple"]
 _ALPHA = 0.45
+# Default Figure 2 panel side in inches: small images are enlarged (whole pixels) to at least this.
+_PANEL_IN = 3.0
+_MIN_PANEL_IN = 2.0  # narrowest panel (inches) that still holds its two-line title
 
 
 def _pyplot():
@@ -41,15 +50,16 @@ def save_png(fig, out: Path, dpi: int = 150) -> Path:
 
 
 def figure1(data: Figure1, out: Path, quantile: float = 0.8) -> Path:
-    """Panel A: mean gaze above its ``quantile``; panel B: mean abnormality; both over the lung template."""
+    """Panel A: mean gaze above its ``quantile``; panel B: mean abnormality; both over the measured lung template."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 5.2), constrained_layout=True)
     gaze = data.gaze / data.gaze.max()  # relative dwell: 1 = most-visited pixel
     # Low values are rarely visited positions, mostly tracker noise (paper §5).
     shown = np.ma.masked_less_equal(gaze, np.quantile(gaze, quantile))
-    # Inside the lungs every pixel is shown, zero included (the colormap's darkest colour), so the
-    # template never shows through as holes; outside them only where some positive was annotated.
-    abn = np.ma.masked_where((data.abnormality == 0) & (data.template < 0.5), data.abnormality)
+    # Every pixel inside the annotated region (its holes filled) or the lungs is shown, zero included
+    # (the colormap's darkest colour), so the template never shows through as holes.
+    inside = ndimage.binary_fill_holes(data.abnormality > 0) | (data.template >= 0.5)
+    abn = np.ma.masked_where(~inside, data.abnormality)
     panels = [
         (axes[0], shown, "inferno", "relative gaze dwell",
          f"A. Mean radiologist gaze (top {100 * (1 - quantile):.0f}% of pixels)\n"
@@ -67,30 +77,58 @@ def figure1(data: Figure1, out: Path, quantile: float = 0.8) -> Path:
         ax.set_xticks([])
         ax.set_yticks([])
         fig.colorbar(im, ax=ax, shrink=0.8, label=label)
-    fig.suptitle("Figure 1: where radiologists look and where pneumothorax lies (grey: mean lung atlas)", fontsize=11)
+    x0, x1, y0, y1 = data.template_box
+    fig.suptitle("Figure 1: where radiologists look and where pneumothorax lies", fontsize=11)
+    fig.supxlabel(f"Grey backdrop: mean of {data.n_atlas} torchxrayvision atlas lung masks, each at the position "
+                  f"measured in its own image\n(mean lung box: x {x0:.2f}-{x1:.2f} of the width, y {y0:.2f}-{y1:.2f} "
+                  "of the height), not fitted to the maps above. Dashed line: upper/lower half split.", fontsize=9)
     return save_png(fig, out)
 
 
-def figure2(image: np.ndarray, masks: dict[str, np.ndarray], out: Path, title: str = "") -> Path:
-    """The image, then each mask highlighted on it (Figure 2), left to right in ``masks`` order."""
+def figure2(image: np.ndarray, masks: dict[str, np.ndarray], out: Path, title: str = "",
+            zoom: int | None = None, dpi: int = 150) -> Path:
+    """The image, then each mask highlighted on it (Figure 2), left to right in ``masks`` order.
+
+    Each mask is a translucent fill in its :data:`MASK_COLORS` colour with an
+    opaque outline, so the kinds differ by more than hue. ``zoom`` repeats every
+    image pixel as a ``zoom`` x ``zoom`` block of the PNG (nearest neighbour, for
+    display only; default: the smallest that gives panels of 3 inches or more;
+    panels stay at least 2 inches wide); ``dpi`` scales text and outlines with it.
+    """
     plt = _pyplot()
+    image = np.asarray(image)
+    zoom = zoom or max(1, -(-round(_PANEL_IN * dpi) // max(image.shape[:2])))
+    shown = _enlarge(image, zoom)
+    height, width = shown.shape[:2]
     n = 1 + len(masks)
-    fig, axes = plt.subplots(1, n, figsize=(3 * n, 3.4), constrained_layout=True)
-    axes[0].imshow(image, cmap="gray", vmin=0, vmax=255)
-    axes[0].set_title("image", fontsize=10)
+    side = max(width / dpi, _MIN_PANEL_IN)  # a tiny zoom still leaves room for the titles
+    fig, axes = plt.subplots(1, n, figsize=(n * side, side * height / width + 0.8), constrained_layout=True,
+                             squeeze=False)
+    axes = axes[0]
+    axes[0].imshow(shown, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    axes[0].set_title("image\n", fontsize=10)
     for ax, (kind, mask) in zip(axes[1:], masks.items()):
         mask = np.asarray(mask, dtype=bool)
-        rgba = np.zeros((*mask.shape, 4))
-        rgba[mask] = (*_rgb(MASK_COLORS.get(kind, "yellow")), _ALPHA)
-        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+        big = _enlarge(mask, zoom)
+        color = MASK_COLORS.get(kind, _OTHER_MASK)
+        rgba = np.zeros((*big.shape, 4))
+        rgba[big] = (*_rgb(color), _ALPHA)
+        ax.imshow(shown, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         ax.imshow(rgba, interpolation="nearest")
-        ax.set_title(f"{kind} ({100 * mask.mean():.1f}% of image)", fontsize=10)
+        if big.any() and not big.all():  # the outline follows the pixel edges of the enlarged mask
+            ax.contour(big.astype(float), levels=[0.5], colors=[color], linewidths=1.5)
+        ax.set_title(f"{kind}\n{100 * mask.mean():.1f}% of image", fontsize=10)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=11)
-    return save_png(fig, out)
+    return save_png(fig, out, dpi=dpi)
+
+
+def _enlarge(a: np.ndarray, zoom: int) -> np.ndarray:
+    """Nearest-neighbour upsampling: each pixel of a (H, W) array becomes a ``zoom`` x ``zoom`` block."""
+    return np.repeat(np.repeat(a, zoom, axis=0), zoom, axis=1) if zoom > 1 else a
 
 
 def _rgb(color: str) -> tuple[float, float, float]:

@@ -15,7 +15,13 @@ masks_app = typer.Typer(no_args_is_help=True, help="Inspect attribution masks (a
 DataOpt = Annotated[str, typer.Option("--data", help="Dataset: decoy-cxr (built-in synthetic benchmark).")]
 DataOptsOpt = Annotated[Optional[list[str]], typer.Option("--data-opt", help="Dataset option KEY=VALUE, repeatable.")]
 ImageSizeOpt = Annotated[Optional[int], typer.Option(
-    "--image-size", min=16, help="Image side in pixels. Default: the dataset's.")]
+    "--image-size", min=16, help="Selects the dataset built at this image side (and builds it if it is not cached "
+    "yet: a whole new dataset). Default: the dataset's. For a bigger picture use --zoom or --dpi.")]
+ZoomOpt = Annotated[Optional[int], typer.Option(
+    "--zoom", min=1, max=64, help="Draw each image pixel as an N x N block (nearest neighbour, display only; the "
+    "dataset is untouched). Default: the smallest N giving 3-inch panels at --dpi.")]
+DpiOpt = Annotated[int, typer.Option("--dpi", min=50, max=600, help="PNG pixels per inch: scales the whole "
+                                     "figure, text included (the dataset is untouched).")]
 IndexOpt = Annotated[int, typer.Option("--index", min=0, help="Which positive of the source train split (0 = first).")]
 OutOpt = Annotated[Path, typer.Option("--out", help="PNG to write.")]
 
@@ -27,6 +33,8 @@ def show(
     image_size: ImageSizeOpt = None,
     index: IndexOpt = 0,
     out: OutOpt = Path("figures/figure2_masks.png"),
+    zoom: ZoomOpt = None,
+    dpi: DpiOpt = 150,
 ) -> None:
     """Figure 2: one positive training image with each of its masks highlighted, side by side."""
     import numpy as np
@@ -44,7 +52,8 @@ def show(
     i = int(positives[index])
     # Gaze exists only for real CXR-P images, so synthetic data shows the three drawn kinds.
     masks = {k: split.masks[k][i] for k in MASK_KINDS if k in split.masks}
-    path = figure2(split.images[i], masks, out, title=f"{data} ({bundle.source}) train image {i}, positive #{index}")
+    title = f"{data} ({bundle.source}) train image {i}, positive #{index}"
+    path = figure2(split.images[i], masks, out, title=title, zoom=zoom, dpi=dpi)
     for kind, m in masks.items():
         typer.echo(f"{kind}: {int(m.sum())} px ({100 * m.mean():.1f}% of image)")
     typer.echo(f"wrote {path}")

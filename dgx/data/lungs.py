@@ -3,7 +3,8 @@
 torchxrayvision ships 517 hand-drawn binary lung masks (v7labs). They come from
 papers and hospitals of every size and format, so each one is binarized,
 cleaned of annotation artefacts, cropped to the lungs' bounding box and resized
-to a square. The generator then places them into a thorax with a random affine,
+to a square; that box, as fractions of the mask's own image, is kept too
+(:func:`load_lung_boxes`). The generator then places them into a thorax with a random affine,
 which gives realistic, varied lung outlines without shipping any image data.
 """
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 ATLAS_ZIP = "semantic_masks_v7labs_lungs.zip"
 N_ATLAS_ENTRIES = 517  # masks in the zip, including the empty ones
 # Bump when the cleaning below changes, so stale disk caches are not reused.
-ATLAS_VERSION = 1
+ATLAS_VERSION = 2  # 2: the cache also holds each mask's lung box
 # Masks are cleaned at this resolution: fine enough for 224 px images, coarse
 # enough that decoding and labelling stay cheap.
 _MASTER = 256
@@ -52,8 +53,12 @@ def atlas_zip_path() -> Path:
     return path
 
 
-def _decode(blob: bytes) -> np.ndarray | None:
-    """One zip entry -> cleaned bool mask cropped to the lungs, or None if empty."""
+def _decode(blob: bytes) -> tuple[np.ndarray, np.ndarray] | None:
+    """One zip entry -> (cleaned bool mask cropped to the lungs, their box), or None if empty.
+
+    The box is (x0, x1, y0, y1): the lungs' pixel edges as fractions of the
+    entry's own width and height, measured before the crop.
+    """
     from PIL import Image
 
     im = Image.open(io.BytesIO(blob))
@@ -72,7 +77,9 @@ def _decode(blob: bytes) -> np.ndarray | None:
     ys, xs = np.nonzero(mask)
     crop = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
     resized = Image.fromarray(crop.astype(np.uint8) * 255).resize((_MASTER, _MASTER), Image.Resampling.BILINEAR)
-    return np.asarray(resized) >= 128
+    h, w = mask.shape
+    box = np.array([xs.min() / w, (xs.max() + 1) / w, ys.min() / h, (ys.max() + 1) / h])
+    return np.asarray(resized) >= 128, box
 
 
 def _resize_stack(masks: np.ndarray, size: int) -> np.ndarray:
@@ -89,7 +96,7 @@ def _resize_stack(masks: np.ndarray, size: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=1)
-def _master_from_zip() -> np.ndarray:
+def _master_from_zip() -> tuple[np.ndarray, np.ndarray]:
     path = atlas_zip_path()
     with zipfile.ZipFile(path) as z:
         blobs = [z.read(n) for n in sorted(z.namelist()) if not n.endswith("/")]
@@ -98,31 +105,32 @@ def _master_from_zip() -> np.ndarray:
     # PNG decoding releases the GIL, so threads halve the ~4 s cold start.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as ex:
         decoded = list(ex.map(_decode, blobs))
-    masks = [m for m in decoded if m is not None]
-    if not masks:
+    kept = [d for d in decoded if d is not None]
+    if not kept:
         raise DgxError(f"no usable lung masks in {path}")
-    return np.stack(masks)
+    return np.stack([m for m, _ in kept]), np.stack([b for _, b in kept])
 
 
-def _master(cache_dir: Path | None) -> np.ndarray:
-    """The cleaned atlas at master resolution, from a disk cache when available."""
+def _master(cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """The cleaned atlas at master resolution and each mask's box, from a disk cache when available."""
     if cache_dir is None:
         return _master_from_zip()
     file = Path(cache_dir) / f"lung-atlas-v{ATLAS_VERSION}-{_MASTER}.npz"
     if file.is_file():
         with np.load(file) as z:
             shape = tuple(z["shape"])
-            return np.unpackbits(z["bits"], count=int(np.prod(shape))).reshape(shape).astype(bool)
-    masks = _master_from_zip()
+            masks = np.unpackbits(z["bits"], count=int(np.prod(shape))).reshape(shape).astype(bool)
+            return masks, z["boxes"]
+    masks, boxes = _master_from_zip()
     file.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(file) as tmp:  # concurrent runs never see half a file
-        np.savez_compressed(tmp, bits=np.packbits(masks), shape=np.array(masks.shape))
-    return masks
+        np.savez_compressed(tmp, bits=np.packbits(masks), shape=np.array(masks.shape), boxes=boxes)
+    return masks, boxes
 
 
 @lru_cache(maxsize=8)
 def _atlas_cached(size: int, cache_dir: str | None) -> np.ndarray:
-    atlas = _resize_stack(_master(Path(cache_dir) if cache_dir else None), size)
+    atlas = _resize_stack(_master(Path(cache_dir) if cache_dir else None)[0], size)
     atlas.setflags(write=False)  # shared between callers through the lru_cache
     return atlas
 
@@ -139,6 +147,19 @@ def load_lung_atlas(size: int, cache_dir: Path | None = None) -> np.ndarray:
     if size < 8:
         raise DgxError(f"lung atlas size must be >= 8, got {size}")
     return _atlas_cached(int(size), str(cache_dir) if cache_dir is not None else None)
+
+
+def load_lung_boxes(cache_dir: Path | None = None) -> np.ndarray:
+    """Where each mask of :func:`load_lung_atlas` sat in its own image: float (M, 4) of (x0, x1, y0, y1).
+
+    The lungs' bounding box as fractions of that image's width and height,
+    measured before the mask was cropped and squared, in atlas order. Pass it
+    to :func:`place_lungs` (centre and extent) to put each mask back where it
+    was drawn. ``cache_dir`` as for :func:`load_lung_atlas`. Read-only.
+    """
+    boxes = _master(Path(cache_dir) if cache_dir is not None else None)[1].astype(float)
+    boxes.setflags(write=False)
+    return boxes
 
 
 def split_sides(lung: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from dgx.analyze.figures import OKABE_ITO
 from dgx.errors import DgxError
 
 
@@ -65,15 +67,37 @@ def _role(domain: str, role: str) -> str:
     return "mean of the targets" if domain == AVERAGE else ("OOD target" if role == "target" else "source test")
 
 
-def roc(runs: pd.DataFrame, path: Path, runs_dir: Path) -> Path:
-    """ROC curves of the selected checkpoints, one panel per domain, one line per run (method/mask, seed)."""
-    import matplotlib
+# One colour per method/mask, from Okabe & Ito's colour-blind-safe palette; yellow last (faint on white).
+ROC_COLORS = tuple(OKABE_ITO[c] for c in ("blue", "vermillion", "bluish green", "reddish purple", "orange",
+                                          "sky blue", "black", "yellow"))
+_ROC_COLUMNS = 3  # panels per row at most
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
 
-    from dgx.report.tables import method_label
+@dataclass
+class RocSeries:
+    """One method/mask's ROC inputs in one domain: (labels, scores) per seed, and their AUROCs."""
+
+    label: str
+    color: str
+    seeds: list[int]
+    scores: list[tuple[np.ndarray, np.ndarray]]
+    aurocs: list[float]
+
+    @property
+    def legend(self) -> str:
+        """E.g. "RRR (periphery) 62.9 (n=3)": the mean AUROC (%) across seeds."""
+        return f"{self.label} {100 * np.mean(self.aurocs):.1f} (n={len(self.aurocs)})"
+
+
+def roc_series(runs: pd.DataFrame, runs_dir: Path) -> dict[str, list[RocSeries]]:
+    """Per domain (in ``runs`` order), one :class:`RocSeries` per method/mask with saved scores.
+
+    A label keeps its colour in every domain (table order: ERM first); a domain
+    where one class is missing has no ROC curve and contributes no series.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from dgx.report.tables import _groups, method_label
     from dgx.runs import load_scores, scores_path
 
     if "run_id" not in runs.columns:
@@ -81,28 +105,85 @@ def roc(runs: pd.DataFrame, path: Path, runs_dir: Path) -> Path:
     trials = runs.drop_duplicates(["study", "trial"])
     if len(trials) > 60:
         raise DgxError(f"{len(trials)} runs selected; pick one study for ROC curves with --study NAME")
-    domains = list(dict.fromkeys(runs["domain"]))
-    roles = dict(zip(runs["domain"], runs["role"]))
-    fig, axes = plt.subplots(1, len(domains), figsize=(3.4 * len(domains), 3.6), squeeze=False)
-    drawn = 0
-    for t in trials.itertuples(index=False):
+    labels = [method_label(m, k) for m, k in _groups(trials)]
+    colors = {label: ROC_COLORS[i % len(ROC_COLORS)] for i, label in enumerate(labels)}
+    out: dict[str, dict[str, RocSeries]] = {d: {} for d in dict.fromkeys(runs["domain"])}
+    for t in trials.sort_values("seed", kind="stable").itertuples(index=False):
+        label = method_label(t.method, t.mask)
         scores = load_scores(scores_path(runs_dir, t.run_id)) if t.run_id else {}
-        for ax, domain in zip(axes[0], domains):
+        for domain, series in out.items():
             if domain in scores and len(np.unique(scores[domain][0])) == 2:
-                fpr, tpr, _ = roc_curve(*scores[domain])
-                ax.plot(fpr, tpr, lw=1, alpha=0.8, label=f"{method_label(t.method, t.mask)} s{t.seed}")
-                drawn += 1
-    if not drawn:
+                s = series.setdefault(label, RocSeries(label, colors[label], [], [], []))
+                s.seeds.append(int(t.seed))
+                s.scores.append(scores[domain])
+                s.aurocs.append(float(roc_auc_score(*scores[domain])))
+    if not any(out.values()):
         raise DgxError(f"no saved scores for these runs under {Path(runs_dir) / 'runs'}; set DGX_RUNS_DIR to the "
                        "folder the sweep trained in")
-    for ax, domain in zip(axes[0], domains):
-        ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
-        ax.set_title(f"{domain}{' (OOD)' if roles[domain] == 'target' else ''}", fontsize=9)
-        ax.set_xlabel("false positive rate")
-        ax.set_aspect("equal")
-    axes[0, 0].set_ylabel("true positive rate")
-    axes[0, -1].legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
+    return {d: sorted(s.values(), key=lambda r: labels.index(r.label)) for d, s in out.items()}
+
+
+def _mean_roc(scores: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray) -> np.ndarray:
+    """Vertical average: the seeds' true positive rates at each false positive rate of ``grid``."""
+    from sklearn.metrics import roc_curve
+
+    tprs = []
+    for y, p in scores:
+        fpr, tpr, _ = roc_curve(y, p)
+        tprs.append(np.interp(grid, fpr, tpr))
+    mean = np.mean(tprs, axis=0)
+    mean[0] = 0.0
+    return mean
+
+
+def roc_figure(runs: pd.DataFrame, runs_dir: Path):
+    """The ROC figure (a matplotlib Figure): one square panel per domain, at most three per row.
+
+    Per method/mask one colour in every panel: each seed as a thin pale line, the
+    seeds' vertical mean as a thick line, and a legend in every panel naming each
+    label with its mean AUROC (%) across seeds and n.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    series = roc_series(runs, runs_dir)
+    roles = dict(zip(runs["domain"], runs["role"]))
+    n = len(series)
+    cols = min(_ROC_COLUMNS, n)
+    rows = -(-n // cols)
+    entries = max(len(lines) for lines in series.values()) + 2  # legend rows: title, labels, chance
+    # Tall enough for a square panel, its two-line title and the legend below it (else the layout overlaps).
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, (4.2 + 0.16 * entries) * rows), squeeze=False,
+                             layout="constrained")
+    grid = np.linspace(0, 1, 201)
+    for ax, (domain, lines) in zip(axes.flat, series.items()):
+        for s in lines:
+            for seed, (y, p) in zip(s.seeds, s.scores):
+                fpr, tpr, _ = roc_curve(y, p)
+                ax.plot(fpr, tpr, color=s.color, lw=0.8, alpha=0.35, gid=f"{s.label} seed {seed}")
+            ax.plot(grid, _mean_roc(s.scores, grid), color=s.color, lw=2, label=s.legend, gid=s.label)
+        ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8, label="chance 50.0")
+        ax.set_title(f"{domain}\n({_role(domain, roles[domain])})", fontsize=9)
+        ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), aspect="equal")  # a curve on the edge stays visible
+        ax.set_xlabel("false positive rate", fontsize=8)
+        ax.set_ylabel("true positive rate", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), frameon=False,
+                  title="mean AUROC % across seeds (n)" if lines else "no scores with both classes", title_fontsize=7)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    fig.suptitle("ROC of the selected checkpoints: thick = mean over seeds, thin = each seed", fontsize=10)
+    return fig
+
+
+def roc(runs: pd.DataFrame, path: Path, runs_dir: Path) -> Path:
+    """ROC curves of the selected checkpoints as a PNG (:func:`roc_figure`)."""
+    import matplotlib.pyplot as plt
+
+    fig = roc_figure(runs, runs_dir)
     out = _save(fig, path)
     plt.close(fig)
     return out
