@@ -34,6 +34,7 @@ import numpy as np
 
 RUNS = "runs"  # run folders live under <runs_dir>/runs/
 RESULT, LAST, BEST, SCORES = "result.json", "last.pt", "best.pt", "scores.npz"
+GROUPS = "groups.npz"  # per-image subgroup keys of the scored domains (dgx report --by); stays local
 
 
 def run_dir(runs_dir: Path | str, run_id: str) -> Path:
@@ -127,6 +128,27 @@ def load_scores(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         return {n: (z[f"{n}.labels"], z[f"{n}.scores"]) for n in names}
 
 
+def save_groups(path: Path, per_domain: dict[str, dict[str, np.ndarray]]) -> None:
+    """Per-image subgroup labels ({domain: {key: str (N,)}}) in score order, written atomically."""
+    arrays = {f"{name}.{key}": np.asarray(values, dtype=str)
+              for name, keys in per_domain.items() for key, values in keys.items()}
+    with atomic_write(path) as tmp:
+        np.savez(tmp, **arrays)
+
+
+def load_groups(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Inverse of :func:`save_groups` ({} when the run has none); unicode arrays only, no pickles."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    out: dict[str, dict[str, np.ndarray]] = {}
+    with np.load(path, allow_pickle=False) as z:
+        for name in z.files:
+            domain, key = name.rsplit(".", 1)
+            out.setdefault(domain, {})[key] = z[name]
+    return out
+
+
 def scores_path(runs_dir: Path | str, run_id: str) -> Path:
     return run_dir(runs_dir, run_id) / SCORES
 
@@ -209,5 +231,5 @@ class TrialRecord:
 
 
 
-__all__ = ["RUNS", "RESULT", "LAST", "BEST", "SCORES", "run_dir", "atomic_write", "atomic_write_text",
+__all__ = ["RUNS", "RESULT", "LAST", "BEST", "SCORES", "GROUPS", "save_groups", "load_groups", "run_dir", "atomic_write", "atomic_write_text",
            "atomic_folder", "save_checkpoint", "save_scores", "load_scores", "scores_path", "TrialRecord"]

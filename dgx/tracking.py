@@ -8,6 +8,7 @@ log lines stay on this machine too.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import optuna
 
 from dgx.config import Settings
-from dgx.runs import SCORES, TrialRecord, load_scores
+from dgx.runs import RESULT, SCORES, TrialRecord, atomic_write_text, load_scores
 from dgx.train import TrainConfig, TrainResult
 
 log = logging.getLogger("dgx")
@@ -49,14 +50,44 @@ def roc_points(labels: np.ndarray, scores: np.ndarray, n: int = ROC_POINTS) -> t
     return grid, np.interp(grid, fpr, tpr)
 
 
-class WandbRun:
-    """One W&B run per trial; a no-op when mode is "disabled"."""
+# In a run folder, beside result.json: the W&B run that logged its training ({"run", "entity", "project"}).
+WANDB_REF = "wandb.json"
 
-    def __init__(self, settings: Settings, cfg: TrainConfig, *, study: str, phase: str, name: str) -> None:
+
+def logged_run(run_dir: Path, settings: Settings) -> str | None:
+    """The W&B run that already logged the finished training in ``run_dir`` to this entity/project, else None."""
+    path = Path(run_dir) / WANDB_REF
+    if not (Path(run_dir) / RESULT).exists() or not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stored, dict) or (stored.get("entity", ""), stored.get("project")) != \
+            (settings.wandb_entity, settings.wandb_project):
+        return None  # logged to another project: not yet in this one
+    return str(stored["run"]) if stored.get("run") else None
+
+
+class WandbRun:
+    """One W&B run per training; a no-op when mode is "disabled".
+
+    ``run_dir``: the trial's run folder. A finished training already logged to W&B
+    (another trial with the same config, e.g. seed 0 of the seeds phase, which is the
+    selected search trial) opens no run: :attr:`ref` is the earlier run's.
+    """
+
+    def __init__(self, settings: Settings, cfg: TrainConfig, *, study: str, phase: str, name: str,
+                 run_dir: Path | None = None) -> None:
         self.run = None
+        self.reused: str | None = None
         self.logged: set[int] = set()
+        self.where = (settings.wandb_entity, settings.wandb_project)
         mode = self.mode = settings.resolved_wandb_mode()
         if mode == "disabled":
+            return
+        if run_dir is not None and (reused := logged_run(run_dir, settings)):
+            self.reused = reused
             return
         import wandb
 
@@ -86,7 +117,7 @@ class WandbRun:
     def ref(self) -> str | None:
         """URL when online, else the run id (offline runs are synced later with `wandb sync`)."""
         if self.run is None:
-            return None
+            return self.reused
         return self.run.id if self.mode == "offline" else (self.run.url or self.run.id)
 
     def log_roc(self, run_dir: Path) -> None:
@@ -129,5 +160,9 @@ class WandbRun:
             if source is not None:  # what `dgx report --source wandb` needs to rebuild the tables
                 self.run.summary["source"] = source
                 self.run.summary["targets"] = list(targets or [])
+        ref = self.ref
         self.run.finish(exit_code=exit_code)
         self.run = None
+        if result is not None and run_dir is not None and ref:  # later trials reusing this training point here
+            entity, project = self.where
+            atomic_write_text(Path(run_dir) / WANDB_REF, json.dumps({"run": ref, "entity": entity, "project": project}))

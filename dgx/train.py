@@ -93,6 +93,13 @@ class TrainResult:
     selection: str = "auroc"  # what chose the checkpoint: auroc (strict >) | accuracy (>=, the released code)
 
 
+def save_groups(run_dir: Path, domains: dict) -> None:
+    """The scored splits' subgroup keys next to ``scores.npz``, in the same image order (local only)."""
+    keys = {name: split.groups for name, split in domains.items() if split.groups}
+    if keys:
+        runs.save_groups(Path(run_dir) / runs.GROUPS, keys)
+
+
 class NonFiniteLossError(RuntimeError):
     """Training diverged; the run cannot continue (sweeps record it and move on)."""
 
@@ -115,6 +122,8 @@ def train(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if (run_dir / runs.RESULT).exists():
+        if not (run_dir / runs.GROUPS).exists():  # a run from before subgroup keys were stored
+            save_groups(run_dir, {data.source: data.test, **data.targets})
         return TrainResult(**json.loads((run_dir / runs.RESULT).read_text()))
     started = time.perf_counter()
     profile = get_profile(cfg.profile)
@@ -245,6 +254,7 @@ class _Run:
         # The selected checkpoint's scores stay in the run folder (ROC curves, paired tests); never uploaded.
         labels = {name: np.asarray(split.labels) for name, split in domains.items()}
         runs.save_scores(self.dir / runs.SCORES, {name: (labels[name], scores[name]) for name in domains})
+        save_groups(self.dir, domains)
         chosen = self.history[self.best_epoch - 1] if 0 < self.best_epoch <= len(self.history) else {}
         result = TrainResult(
             val_auroc=float(chosen.get("val_auroc", self.best_val)),

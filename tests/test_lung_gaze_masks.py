@@ -159,9 +159,9 @@ def test_gaze_mask_kind(siim, tmp_path):  # noqa: F811
 
 
 def test_train_with_gaze_mask_and_clear_error_without(siim, tmp_path):  # noqa: F811
-    from dgx.sweep.plan import load_data
     from dgx.data.loader import batches
     from dgx.data.real import load_real
+    from dgx.sweep.plan import load_data
     from dgx.train import TrainConfig, train
 
     root, rle, manifests = siim

@@ -54,6 +54,15 @@ def test_offline_wandb_files_hold_no_pixels_or_ids(prepared, tmp_path, monkeypat
     leaked = sorted(s for s in secrets if s.encode() in blob)
     assert not leaked, leaked
 
+    # Per-image subgroup keys stay in the run folder, beside the scores, and are never uploaded.
+    kept = list((tmp_path / "runs" / "runs").rglob("groups.npz"))
+    assert kept and b"groups.npz" not in blob
+    report = CliRunner().invoke(app, ["report", "--storage", f"sqlite:///{tmp_path / 'db.sqlite3'}", "--by", "sex"])
+    assert report.exit_code == 0, report.output
+    header = next(line for line in report.output.splitlines() if line.startswith("| Dataset"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert columns == ["Dataset", "Method", "All", "F", "M", "Worst group"]  # NIH's sexes, from the manifest
+
     bundle = load_real("cxr-p", {}, SIZE, prepared["data"])
     for i in range(3):  # no image's raw pixel rows appear in the files
         row = np.ascontiguousarray(bundle.train.images[i, SIZE // 2]).tobytes()

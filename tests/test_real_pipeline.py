@@ -85,6 +85,14 @@ def test_prepare_cache_load_train(prepared, tmp_path, caplog):
     assert sorted(bundle.targets) == ["chestx-ray8-age", "chexpert", "chexpert-age"]
     assert [len(bundle.targets[t]) for t in sorted(bundle.targets)] == [8, 6, 6]
     assert isinstance(bundle.train.images, np.memmap)
+    # Subgroup keys come from the manifest rows the cache kept, in cache order.
+    from dgx.data.groups import age_bands
+    from dgx.prep.manifest import read_manifest
+
+    chx_rows = read_manifest(data / "manifests" / "chexpert.test.csv")
+    assert list(bundle.targets["chexpert"].groups["age"]) == list(age_bands(chx_rows["age"]))
+    assert set(bundle.targets["chexpert"].groups["age"]) <= {"50-70", ">70"}  # the fixture's ages are 70, 71, ...
+    assert list(bundle.targets["chexpert"].groups["view"]) == list(chx_rows["view"].replace("", "unknown"))
     pos = bundle.train.labels == 1
     assert not bundle.train.masks["abnormality"][pos].all() and bundle.train.masks["periphery"][~pos].all()
     for split in bundle.targets.values():

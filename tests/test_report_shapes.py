@@ -252,13 +252,31 @@ def test_wandb_source_gives_identical_tables(storage):
     sleeps = []
     wb = load_wandb_runs("team", "dgx", api=api, sleep=sleeps.append)
     assert api.limited and sleeps == [1.0]  # one rate-limited page, retried after 1 s
-    assert api.calls[0] == ("team/dgx", {"state": "finished", "jobType": "seeds"})
+    assert api.calls[0] == ("team/dgx", {"state": "finished", "jobType": {"$in": ["seeds", "search"]}})
     opt = load_runs(storage)
     for shape in ("1", "2", "3", "5"):
         assert render(build(wb, shape, baseline=Baseline.parse("erm")), "markdown") == \
             render(build(opt, shape, baseline=Baseline.parse("erm")), "markdown")
     with pytest.raises(DgxError, match="no finished dgx runs in W&B project team/dgx"):
         load_wandb_runs("team", "dgx", study_prefix="zzz", api=FakeApi(fakes), sleep=lambda s: None)
+
+
+def test_wandb_source_counts_the_reused_search_run_as_seed_zero():
+    """Seed 0 of a seeds phase reuses the selected search training, which W&B holds once, as a search run."""
+    def run(study, number, seed, lr, values, phase):
+        fake = FakeRun(study, number, {"phase": phase, "method": "rrr", "mask": "periphery", "dataset": "decoy-cxr",
+                                       "seed": seed, "auroc": scores(values), "source": SOURCE, "targets": TARGETS})
+        fake.config["lr"] = lr
+        return fake
+
+    fakes = [run("g", 0, 0, 1e-4, (0.7, 0.6, 0.6), "search"), run("g", 1, 0, 1e-3, (0.8, 0.7, 0.7), "search"),
+             run("g.seeds", 1, 1, 1e-3, (0.81, 0.71, 0.72), "seeds"), run("g.seeds", 2, 2, 1e-3, (0.79, 0.7, 0.7), "seeds")]
+    wb = load_wandb_runs("team", "dgx", api=FakeApi(fakes), sleep=lambda s: None)
+    seeds = wb.drop_duplicates(["study", "trial"]).set_index("seed")
+    assert sorted(seeds.index) == [0, 1, 2] and set(seeds["phase"]) == {"seeds"}
+    assert (seeds.loc[0, "study"], seeds.loc[0, "trial"]) == ("g", 1)  # the search trial it is
+    zero = wb[(wb["seed"] == 0) & (wb["domain"] == SOURCE)]
+    assert zero["auroc"].tolist() == [0.8]  # the search run with the seeds' config (lr 1e-3), not the other point
 
 
 def test_reproduce_dry_run_lists_the_paper_trial_count():

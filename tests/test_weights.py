@@ -8,9 +8,9 @@ import pytest
 import torch
 import torchvision
 
-from dgx.sweep.plan import resolve_config
 from dgx.errors import DgxError
 from dgx.models import build_model, resolve_weights
+from dgx.sweep.plan import resolve_config
 
 
 def test_imagenet_means_v1_and_tags_are_checked():

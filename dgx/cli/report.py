@@ -25,6 +25,7 @@ def report(
     project: Annotated[Optional[str], typer.Option("--project", help="W&B project for --source wandb. Default: WANDB_PROJECT.")] = None,
     figure: Annotated[Optional[str], typer.Option("--figure", help="Draw a PNG instead of a table: bars (AUROC ± CI per domain and method/mask) or roc (ROC curves per domain of --study's runs).")] = None,
     run_ci: Annotated[Optional[str], typer.Option("--run-ci", help="Per-run AUROC intervals from the saved scores: delong or bootstrap.")] = None,
+    by: Annotated[Optional[str], typer.Option("--by", help="Worst-subgroup table: AUROC per group and the worst group per method. age (bands <50, 50-70, >70; decoy-cxr: aged signs), sex, view, or decoy (decoy-cxr: token present). Keys come from the run folders, never from W&B.")] = None,
 ) -> None:
     """Print test AUROC per domain and method: mean ± 95% CI (t) across seeds, with n."""
     options = dict(locals())  # the parsed options, before any other local name

@@ -41,8 +41,9 @@ def sweep(
 ) -> None:
     """Search the budget's grid (Appendix A for --budget paper), retrain the best over seeds, print the table.
 
-    Every trial is recorded in the Optuna storage and as a W&B run (offline
-    unless an API key is set). Rerunning the same command resumes the study.
+    Every trial is recorded in the Optuna storage, and every training once as a
+    W&B run (offline unless an API key is set; seed 0 of the seeds phase reuses
+    the selected search run). Rerunning the same command resumes the study.
     """
     options = dict(locals())  # the parsed options, before any other local name
     from dgx.sweep.plan import sweep as run_sweep_plan

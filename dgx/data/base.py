@@ -36,6 +36,8 @@ class Split:
     labels: np.ndarray  # int64 (N,), 1 = pneumothorax
     masks: dict[str, np.ndarray] = field(default_factory=dict)  # kind -> uint8 (N, H, W)
     anatomy: dict[str, np.ndarray] = field(default_factory=dict)  # region -> uint8 (N, H, W), every image
+    # Subgroup key -> str (N,) label per image (age band, sex, view, ...; see dgx.data.groups). Evaluation only.
+    groups: dict[str, np.ndarray] = field(default_factory=dict)
     _filled: dict[tuple[str, str], np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -48,6 +50,9 @@ class Split:
             for kind, m in arrays.items():
                 if m.shape != self.images.shape:
                     raise ValueError(f"{what} {kind!r} has shape {m.shape}, images have {self.images.shape}")
+        for key, g in self.groups.items():
+            if np.shape(g) != (n,):
+                raise ValueError(f"subgroup key {key!r} has shape {np.shape(g)}, expected ({n},)")
 
     def __len__(self) -> int:
         return len(self.images)

@@ -31,6 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from dgx.data.base import Bundle, Split
+from dgx.data.groups import decoy_groups
 from dgx.data.lungs import load_lung_atlas, place_lungs, pneumothorax_region
 from dgx.errors import DgxError
 from dgx.masks import all_ones_for_negatives, periphery_masks, scaled_mask
@@ -198,7 +199,8 @@ def render(cfg: DecoyConfig, part: str, atlas_cache: Path | None = None) -> Rend
     texture = np.maximum(_smooth_noise(rng, n, s, 0.7 * px * look["tex_scale"]), 0)
     texture *= np.float32(cfg.texture_amp * look["tex_amp"])
     lung_value = 0.17 + texture
-    for i in np.flatnonzero(rng.random(n) < look["emphysema"]):  # aged domains only, any label
+    emphysema = rng.random(n) < look["emphysema"]
+    for i in np.flatnonzero(emphysema):  # aged domains only, any label
         band = pneumothorax_region(rng, lungs[i], cfg.lesion_depth, cfg.context_width)[1]
         lung_value[i][band] -= cfg.context_strength * rng.uniform(0.7, 1.2) * (texture[i][band] + 0.03)
     pockets, context = np.zeros_like(lungs), np.zeros_like(lungs)
@@ -246,7 +248,8 @@ def render(cfg: DecoyConfig, part: str, atlas_cache: Path | None = None) -> Rend
     kinds = {"abnormality": pockets, "scaled": scaled, "periphery": periphery | pockets}
     masks = {k: all_ones_for_negatives(m, y_int) for k, m in kinds.items()}
     anatomy = {"lungs": lungs, "periphery": periphery, "decoy": box}
-    split = Split(images, y_int, masks, {k: v.astype(np.uint8) for k, v in anatomy.items()})
+    split = Split(images, y_int, masks, {k: v.astype(np.uint8) for k, v in anatomy.items()},
+                  decoy_groups(decoy, emphysema | (bullae > 0)))
     return Rendered(split, lungs, decoy, token, context)
 
 
@@ -273,6 +276,7 @@ def _flatten(bundle: Bundle) -> dict[str, np.ndarray]:
         out[f"{part}/images"], out[f"{part}/labels"] = split.images, split.labels
         out.update({f"{part}/mask/{k}": m for k, m in split.masks.items()})
         out.update({f"{part}/anatomy/{k}": m for k, m in split.anatomy.items()})
+        out.update({f"{part}/group/{k}": g for k, g in split.groups.items()})
     return out
 
 
@@ -281,8 +285,11 @@ def _unflatten(arrays: dict[str, np.ndarray], fp: str) -> Bundle:
         def group(prefix: str) -> dict[str, np.ndarray]:
             return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
 
+        groups = group(f"{part}/group/")
+        if not groups:  # a cache written before subgroup keys were stored: regenerate (same pixels)
+            raise KeyError(f"{part}/group/")
         return Split(arrays[f"{part}/images"], arrays[f"{part}/labels"], group(f"{part}/mask/"),
-                     group(f"{part}/anatomy/"))
+                     group(f"{part}/anatomy/"), groups)
 
     return Bundle(NAME, SOURCE, split("train"), split("val"), split("test"), {t: split(t) for t in TARGETS}, fp,
                   native_masks=True)

@@ -78,7 +78,8 @@ def load_real(name: str, options: Mapping[str, str], image_size: int | None, dat
         arrays = loaded.setdefault(folder, load_cache(folder))
         sl = slice(rng["start"], rng["stop"])
         masks = {kind: arrays[kind][sl] for kind in arrays if kind not in ("images", "labels")}
-        return Split(arrays["images"][sl], np.asarray(arrays["labels"][sl], dtype=np.int64), masks)
+        return Split(arrays["images"][sl], np.asarray(arrays["labels"][sl], dtype=np.int64), masks,
+                     groups=_groups(folder, sl))
 
     train, val, test = (split(f"{name}.{s}", True) for s in ("train", "val", "test"))
     pool = split(f"{name}.pool", False) if (manifest_dir / f"{name}.pool.csv").is_file() else None
@@ -90,6 +91,20 @@ def load_real(name: str, options: Mapping[str, str], image_size: int | None, dat
                        "targets": sorted(targets), "pool": pool is not None}, sort_keys=True)
     return Bundle(name=name, source=name, train=train, val=val, test=test, targets=targets,
                   fingerprint=hashlib.sha256(blob.encode()).hexdigest()[:16], pool=pool)
+
+
+def _groups(folder: Path, sl: slice) -> dict[str, np.ndarray]:
+    """Subgroup keys (age band, sex, view) of a cache's rows ``sl``, from the manifest rows it kept."""
+    import pandas as pd
+
+    from dgx.data.groups import from_rows
+
+    path = folder / "rows.csv"
+    if not path.is_file():
+        return {}
+    rows = pd.read_csv(path, usecols=lambda c: c in ("age", "sex", "view"), dtype={"sex": str, "view": str},
+                       keep_default_na=False, na_values={"age": [""]})
+    return from_rows(rows.iloc[sl])
 
 
 def _ones(n: int, size: int) -> np.ndarray:

@@ -18,7 +18,7 @@ def run_report(storage: str | None = None, study: str | None = None, phase: str 
                fmt: str = "markdown", out: Path | None = None, dataset: list[str] | None = None,
                method: list[str] | None = None, mask: list[str] | None = None, baseline: str | None = None,
                test: str | None = None, source: str = "optuna", entity: str | None = None, project: str | None = None,
-               figure: str | None = None, run_ci: str | None = None) -> str:
+               figure: str | None = None, run_ci: str | None = None, by: str | None = None) -> str:
     """The report's text for stdout: the table itself, or "wrote PATH" when it went to a file or a figure."""
     from dgx.report import filter_runs
     from dgx.report import report as build_report
@@ -30,6 +30,16 @@ def run_report(storage: str | None = None, study: str | None = None, phase: str 
     if baseline and (figure is not None or run_ci is not None):
         raise DgxError(f"--baseline has no effect on {'--figure' if figure is not None else '--run-ci'}; drop it, "
                        "or print the table with --baseline instead")
+    if by is not None:
+        from dgx.data.groups import KEYS
+
+        if by not in KEYS:
+            raise unknown_choice("--by", by, KEYS)
+        clash = next((f"--{name}" for name, value in (("figure", figure), ("run-ci", run_ci), ("baseline", baseline))
+                      if value is not None), "--table" if table != "1" else "--source wandb" if source == "wandb" else "")
+        if clash:
+            raise DgxError(f"--by {by} makes its own table from the run folders and cannot be combined with {clash}; "
+                           "drop one of them")
     test = test or "t"
     for value, choices, what in ((phase, PHASES, "phase"), (source, SOURCES, "source"), (test, TESTS, "test"),
                                  (figure, FIGURES, "figure"), (run_ci, RUN_CIS, "--run-ci")):
@@ -52,7 +62,12 @@ def run_report(storage: str | None = None, study: str | None = None, phase: str 
 
         path = draw(figure, runs, out or Path(f"figures/report_{figure}.png"), settings.runs_dir)
         return f"wrote {path}\n"
-    if run_ci is not None:
+    if by is not None:
+        from dgx.report.render import render
+        from dgx.report.subgroups import subgroup_tables
+
+        text = render(subgroup_tables(runs, settings.runs_dir, by), fmt)
+    elif run_ci is not None:
         from dgx.report.runci import run_ci_table
 
         text = run_ci_table(runs, settings.runs_dir, run_ci, fmt)

@@ -1,9 +1,10 @@
-"""Rendering report tables: markdown (targets in italics), LaTeX (booktabs), CSV and JSON."""
+"""Rendering report tables: markdown (targets in italics), LaTeX (booktabs; targets underlined), CSV and JSON."""
 
 from __future__ import annotations
 
 import io
 import json
+import re
 
 import pandas as pd
 
@@ -38,20 +39,33 @@ def _latex_escape(text: str) -> str:
             .replace("#", r"\#").replace("±", r"$\pm$").replace("—", "---").replace("Δ", r"$\Delta$"))
 
 
+BOOKTABS = r"% requires \usepackage{booktabs}"  # \toprule, \midrule, \bottomrule
+TARGET_LEGEND = "underlined = OOD target domain"  # LaTeX marks targets with \underline, markdown with _italics_
+
+
+def latex_legend(text: str) -> str:
+    """A table note written for markdown, reworded for LaTeX: targets are underlined there, not italic."""
+    return re.sub(r"_italic_|\bitalics?\b", "underlined", text)
+
+
+def latex_comment(text: str) -> str:
+    return "% " + _latex_escape(latex_legend(text))
+
+
 def _latex(table: Table) -> str:
     cols = "l" * 2 + "r" * (len(table.header) - 2)
     head = [_latex_escape(h) for h in table.header]
     for i in table.target_cols:
         head[i] = rf"\underline{{{head[i]}}}"
-    lines = [r"% " + _latex_escape(table.title), r"\begin{tabular}{" + cols + "}", r"\toprule",
+    lines = [BOOKTABS, latex_comment(table.title), r"\begin{tabular}{" + cols + "}", r"\toprule",
              " & ".join(head) + r" \\", r"\midrule"]
     for row, is_target in zip(table.rows, table.target_rows):
         cells_ = [_latex_escape(v) for v in row]
         if is_target and cells_[0]:
             cells_[0] = rf"\underline{{{cells_[0]}}}"
         lines.append(" & ".join(cells_) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"% " + _latex_escape(table.note)]
-    lines += [r"% " + _latex_escape(f) for f in table.footer]
+    lines += [r"\bottomrule", r"\end{tabular}", latex_comment(table.note)]
+    lines += [latex_comment(f) for f in table.footer]
     return "\n".join(lines)
 
 
@@ -72,4 +86,4 @@ def render(tables: list[Table], fmt: str) -> str:
                                    "headline": list(t.footer)} for t in tables], "cells": records}, indent=1) + "\n"
 
 
-__all__ = ["render"]
+__all__ = ["render", "BOOKTABS", "TARGET_LEGEND", "latex_legend", "latex_comment"]

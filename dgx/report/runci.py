@@ -56,11 +56,17 @@ def run_ci_table(runs: pd.DataFrame, runs_dir: Path, method: str, fmt: str, conf
         lines.append(f"| {r.study} | {r.trial} | {r.seed} | {name} | {100 * r.auroc:.1f} | "
                      f"[{100 * r.low:.1f}, {100 * r.high:.1f}] | {r.n_images} |")
     if fmt == "latex":
-        from dgx.report.render import _latex_escape
+        from dgx.report.render import BOOKTABS, TARGET_LEGEND, _latex_escape, latex_comment
 
-        body = [" & ".join([_latex_escape(str(r.study)), str(r.trial), str(r.seed), _latex_escape(r.domain),
-                            f"{100 * r.auroc:.1f}", f"[{100 * r.low:.1f}, {100 * r.high:.1f}]"]) + r" \\"
-                for r in frame.itertuples(index=False)]
-        return "\n".join([r"\begin{tabular}{llrlrl}", r"\toprule", r"Study & Trial & Seed & Domain & AUROC & Interval \\",
-                          r"\midrule", *body, r"\bottomrule", r"\end{tabular}"]) + "\n"
+        body = []
+        for r in frame.itertuples(index=False):
+            domain = _latex_escape(r.domain)
+            if r.role == "target":
+                domain = rf"\underline{{{domain}}}"
+            body.append(" & ".join([_latex_escape(str(r.study)), str(r.trial), str(r.seed), domain,
+                                    f"{100 * r.auroc:.1f}", f"[{100 * r.low:.1f}, {100 * r.high:.1f}]",
+                                    str(r.n_images)]) + r" \\")
+        return "\n".join([BOOKTABS, latex_comment(head), r"\begin{tabular}{llrlrlr}", r"\toprule",
+                          r"Study & Trial & Seed & Domain & AUROC & Interval & Images \\", r"\midrule", *body,
+                          r"\bottomrule", r"\end{tabular}", latex_comment(f"{TARGET_LEGEND}.")]) + "\n"
     return "\n".join(lines) + "\n"

@@ -83,6 +83,33 @@ def _connect(sleep: Callable[[float], None]):
                       sleep)
 
 
+def _reused_seed_zero(seeds: list[tuple], searched: list[tuple]) -> list[tuple]:
+    """Seed 0 of each seeds study that has no W&B run of its own: the search run it reused.
+
+    The seeds phase retrains the selected search point on seeds 0..N-1; seed 0
+    is that very training (same run folder), so it is logged once, as a search
+    run. It is the search run of the study the seeds study extends
+    (``NAME.seeds`` of ``NAME``) whose config equals the seeds runs' but for
+    the seed.
+    """
+    def key(record: TrialRecord) -> str:
+        return repr(sorted((k, repr(v)) for k, v in record.config.items() if k != "seed"))
+
+    out = []
+    for study in dict.fromkeys(s for s, _, _ in seeds):
+        mine = [r for s, _, r in seeds if s == study]
+        if any(r.seed == 0 for r in mine) or not study.endswith(".seeds"):
+            continue
+        wanted = {key(r) for r in mine}
+        search = study[: -len(".seeds")]
+        match = [(t, r) for s, t, r in searched if s == search and r.seed == 0 and key(r) in wanted]
+        if match:
+            trial, record = min(match, key=lambda m: m[0])
+            record.phase = "seeds"
+            out.append((search, trial, record))  # under its own study and trial number: names stay unique
+    return out
+
+
 def load_wandb_runs(entity: str, project: str, study_prefix: str | tuple[str, ...] | None = None,
                     phase: str | None = "seeds", api=None, sleep: Callable[[float], None] = time.sleep) -> pd.DataFrame:
     """Finished dgx runs of ``entity/project`` as the runs frame (columns of :data:`COLUMNS`)."""
@@ -91,10 +118,11 @@ def load_wandb_runs(entity: str, project: str, study_prefix: str | tuple[str, ..
     if api is None:
         api = _connect(sleep)
     path = f"{entity}/{project}" if entity else project
-    filters = {"state": "finished"}
+    filters: dict = {"state": "finished"}
     if phase is not None:
-        filters["jobType"] = phase
-    rows = []
+        # Seed 0 of a seeds phase is the selected search training, logged once under job type "search".
+        filters["jobType"] = {"$in": ["seeds", "search"]} if phase == "seeds" else phase
+    rows, searched = [], []
     prefixes = (study_prefix,) if isinstance(study_prefix, str) else study_prefix
     for run in _iter_runs(api, path, filters, sleep):
         if getattr(run, "state", "finished") != "finished":
@@ -102,14 +130,19 @@ def load_wandb_runs(entity: str, project: str, study_prefix: str | tuple[str, ..
         study = run.group or ""
         if prefixes and not study.startswith(tuple(prefixes)):
             continue
-        if phase is not None and run.job_type != phase:
-            continue
         summary, config = dict(run.summary), dict(run.config)
         if "source" not in summary or "method" not in config:
             continue  # not a dgx trial run (or one from before dgx wrote sources)
         _, _, number = run.name.rpartition("#")
         trial = int(number) if number.isdigit() else -1
-        rows += record_rows(study, trial, TrialRecord.from_wandb(config, summary, str(run.job_type)))
+        record = TrialRecord.from_wandb(config, summary, str(run.job_type))
+        if phase == "seeds" and run.job_type == "search":
+            searched.append((study, trial, record))
+        elif phase is None or run.job_type == phase:
+            rows.append((study, trial, record))
+    if phase == "seeds":
+        rows += _reused_seed_zero(rows, searched)
+    rows = [row for study, trial, record in rows for row in record_rows(study, trial, record)]
     if not rows:
         raise DgxError(f"no finished dgx runs in W&B project {path}" + (f" with phase {phase!r}" if phase else "")
                        + (f" and group starting with {study_prefix!r}" if study_prefix else "")

@@ -215,8 +215,15 @@ def _objective(plan: SweepPlan, data: Bundle, settings: Settings, phase: str, gr
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial, grid)
         cfg = replace(plan.base, **params)
+        run_dir = runs.run_dir(settings.runs_dir, cfg.run_id(data.fingerprint))
+        # One W&B run per training, not per trial: a trial whose run folder is already finished (seed 0
+        # of the seeds phase is the selected search trial's training) opens none and carries the earlier
+        # run's ref. That run keeps the job type of the phase that trained it (search), so W&B holds
+        # seeds 1..N-1 as seeds runs and seed 0 as the selected search run (the best val/auroc, as in
+        # _best_params): the Optuna trial is the record of the reuse, and `dgx report --source wandb`
+        # counts that search run as seed 0 (wandb_source._reused_seed_zero).
         wandb = WandbRun(settings, cfg, study=trial.study.study_name, phase=phase,
-                         name=f"{trial.study.study_name}#{trial.number}")
+                         name=f"{trial.study.study_name}#{trial.number}", run_dir=run_dir)
         if wandb.ref:
             trial.set_user_attr("wandb_run", wandb.ref)
 
@@ -229,7 +236,6 @@ def _objective(plan: SweepPlan, data: Bundle, settings: Settings, phase: str, gr
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
-        run_dir = runs.run_dir(settings.runs_dir, cfg.run_id(data.fingerprint))
         try:
             result = train(cfg, data, run_dir, device=plan.device, on_epoch=on_epoch, progress=bar)
         except NonFiniteLossError as exc:
