@@ -6,7 +6,12 @@ A run folder is named by the hash of its config and data (``TrainConfig.run_id``
         last.pt       checkpoint of the last finished epoch (model, optimizer, schedule, RNG, history)
         best.pt       state dict of the selected checkpoint
         scores.npz    labels and P(pneumothorax) of the selected checkpoint per domain (never uploaded)
-        result.json   the TrainResult; its presence means "done"
+        groups.npz    per-image subgroup keys of the scored splits, in score order (never uploaded)
+        result.json   the TrainResult and the size and sha256 of the files above; its presence means "done"
+
+A folder whose files no longer match (a truncated or overwritten file) is
+moved to ``<runs_dir>/quarantine/`` and trained again (:func:`verify`,
+:func:`quarantine`); ``dgx doctor`` finds them without training.
 
 A trial's record (:class:`TrialRecord`) is what the report reads back: the
 Optuna trial's user attrs (the database of record) or a W&B run's config and
@@ -99,6 +104,77 @@ def atomic_folder(path: Path | str) -> Iterator[Path]:
         raise
 
 
+# ---------------------------------------------------------------- integrity: seal, verify, quarantine
+
+QUARANTINE = "quarantine"  # damaged run folders are moved to <runs_dir>/quarantine/<run_id>-<UTC time>/
+SEALED = (BEST, SCORES, GROUPS)  # the finished run's files whose size and sha256 result.json records
+
+
+def digest(path: Path) -> dict[str, Any]:
+    """Size and sha256 of a file (what result.json records to detect damage later)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"size": Path(path).stat().st_size, "sha256": h.hexdigest()}
+
+
+def seal(folder: Path) -> dict[str, dict[str, Any]]:
+    """The digests of a finished run's files, for result.json's ``files``."""
+    return {name: digest(Path(folder) / name) for name in SEALED if (Path(folder) / name).is_file()}
+
+
+def verify(folder: Path, required: tuple[str, ...] = ()) -> tuple[dict | None, list[str]]:
+    """A finished run's stored result and what is wrong with the folder ([] when it can be trusted).
+
+    The result must parse as a JSON object holding every ``required`` field;
+    each file it sealed must still have its recorded size and sha256. A result
+    from before sealing is trusted when its ``scores.npz`` still loads.
+    """
+    import json
+
+    folder = Path(folder)
+    try:
+        stored = json.loads((folder / RESULT).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return None, [f"{RESULT} is unreadable ({type(exc).__name__})"]
+    if not isinstance(stored, dict):
+        return None, [f"{RESULT} is not a JSON object"]
+    problems = [f"{RESULT} lacks {k!r}" for k in required if k not in stored]
+    files = stored.get("files")
+    if isinstance(files, dict):
+        for name, want in files.items():
+            path = folder / name
+            if not path.is_file():
+                problems.append(f"{name} is missing")
+            elif not isinstance(want, dict) or digest(path) != {"size": want.get("size"), "sha256": want.get("sha256")}:
+                problems.append(f"{name} does not match the size and sha256 in {RESULT}")
+    elif (folder / SCORES).is_file():
+        try:
+            load_scores(folder / SCORES)
+        except Exception as exc:  # noqa: BLE001 - any failure to read means damage
+            problems.append(f"{SCORES} is unreadable ({type(exc).__name__})")
+    return (stored if not problems else None), problems
+
+
+def quarantine(folder: Path, reason: str) -> Path:
+    """Move a damaged run folder aside (never delete it) and say so in one warning line."""
+    import logging
+    import time
+
+    folder = Path(folder)
+    target = folder.parent.parent / QUARANTINE / f"{folder.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    while target.exists():
+        target = target.with_name(target.name + "x")
+    os.replace(folder, target)
+    logging.getLogger("dgx").warning("run %s is damaged (%s); moved it to %s and training it again",
+                                     folder.name, reason, target)
+    return target
+
+
 def save_checkpoint(obj: object, path: Path) -> None:
     import torch
 
@@ -119,13 +195,26 @@ def save_scores(path: Path, per_domain: dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 def load_scores(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Inverse of :func:`save_scores` ({} when the run predates score files)."""
+    """Inverse of :func:`save_scores` ({} when the run predates score files); plain arrays only, no pickles.
+
+    A damaged file is a one-line DgxError that says how to recover.
+    """
     path = Path(path)
     if not path.is_file():
         return {}
-    with np.load(path) as z:
-        names = sorted({k.rsplit(".", 1)[0] for k in z.files})
-        return {n: (z[f"{n}.labels"], z[f"{n}.scores"]) for n in names}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = sorted({k.rsplit(".", 1)[0] for k in z.files})
+            return {n: (z[f"{n}.labels"], z[f"{n}.scores"]) for n in names}
+    except Exception as exc:  # noqa: BLE001 - zip, pickle, key and OS errors all mean a file dgx cannot trust
+        raise _damaged(path, exc) from None
+
+
+def _damaged(path: Path, exc: Exception):
+    from dgx.errors import DgxError
+
+    return DgxError(f"{path} is damaged ({type(exc).__name__}); run `dgx doctor --fix` to quarantine that run, "
+                    "then rerun its sweep to train it again")
 
 
 def save_groups(path: Path, per_domain: dict[str, dict[str, np.ndarray]]) -> None:
@@ -142,10 +231,13 @@ def load_groups(path: Path) -> dict[str, dict[str, np.ndarray]]:
     if not path.is_file():
         return {}
     out: dict[str, dict[str, np.ndarray]] = {}
-    with np.load(path, allow_pickle=False) as z:
-        for name in z.files:
-            domain, key = name.rsplit(".", 1)
-            out.setdefault(domain, {})[key] = z[name]
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for name in z.files:
+                domain, key = name.rsplit(".", 1)
+                out.setdefault(domain, {})[key] = z[name]
+    except Exception as exc:  # noqa: BLE001 - as load_scores
+        raise _damaged(path, exc) from None
     return out
 
 
@@ -231,5 +323,6 @@ class TrialRecord:
 
 
 
-__all__ = ["RUNS", "RESULT", "LAST", "BEST", "SCORES", "GROUPS", "save_groups", "load_groups", "run_dir", "atomic_write", "atomic_write_text",
+__all__ = ["RUNS", "RESULT", "LAST", "BEST", "SCORES", "GROUPS", "QUARANTINE", "save_groups", "load_groups",
+           "digest", "seal", "verify", "quarantine", "run_dir", "atomic_write", "atomic_write_text",
            "atomic_folder", "save_checkpoint", "save_scores", "load_scores", "scores_path", "TrialRecord"]

@@ -32,6 +32,7 @@ from dgx import runs
 from dgx.data.base import Bundle, Split
 from dgx.data.loader import batches, num_batches
 from dgx.data.profile import for_profile
+from dgx.errors import DgxError
 from dgx.methods import method_class, paper_epochs
 from dgx.models import InputNormalizer, build_model
 from dgx.profiles import get_profile
@@ -93,6 +94,10 @@ class TrainResult:
     selection: str = "auroc"  # what chose the checkpoint: auroc (strict >) | accuracy (>=, the released code)
 
 
+RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(TrainResult))
+REQUIRED_RESULT = ("val_auroc", "best_epoch", "auroc")  # a stored result without these is damaged
+
+
 def save_groups(run_dir: Path, domains: dict) -> None:
     """The scored splits' subgroup keys next to ``scores.npz``, in the same image order (local only)."""
     keys = {name: split.groups for name, split in domains.items() if split.groups}
@@ -122,14 +127,21 @@ def train(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if (run_dir / runs.RESULT).exists():
-        if not (run_dir / runs.GROUPS).exists():  # a run from before subgroup keys were stored
-            save_groups(run_dir, {data.source: data.test, **data.targets})
-        return TrainResult(**json.loads((run_dir / runs.RESULT).read_text()))
+        stored, problems = runs.verify(run_dir, REQUIRED_RESULT)
+        if not problems:
+            if not (run_dir / runs.GROUPS).exists():  # a run from before subgroup keys were stored
+                save_groups(run_dir, {data.source: data.test, **data.targets})
+            return TrainResult(**{k: stored[k] for k in RESULT_FIELDS if k in stored})
+        runs.quarantine(run_dir, problems[0])
+        run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     profile = get_profile(cfg.profile)
     data = for_profile(data, profile, cfg.seed, cfg.mask)
-    run = _Run(cfg, profile, _device(device), run_dir)
     steps = num_batches(data.train, cfg.batch_size, drop_last=True)
+    if steps == 0:  # before any model is built: an "empty" run must never be stored as finished
+        raise DgxError(f"batch size {cfg.batch_size} is larger than the {len(data.train)} training images of "
+                       f"{data.source}: no optimizer step would run; lower --batch-size or use more training images")
+    run = _Run(cfg, profile, _device(device), run_dir)
     bar, own_bar = _progress(progress)
     task = bar.add_task(f"{cfg.method}/{cfg.mask} seed {cfg.seed}", total=run.epochs * steps,
                         completed=run.start * steps, status="")
@@ -180,10 +192,19 @@ class _Run:
         self.by_accuracy = profile.select == "accuracy"
         self.start, self.best_val, self.best_epoch, self.history = 0, -math.inf, 0, []
         if (run_dir / runs.LAST).exists():
-            self._resume()
+            try:
+                self._resume()
+            except Exception as exc:  # noqa: BLE001 - a truncated, foreign or tampered checkpoint
+                # Start over from a clean state (the failed load may have changed some of it).
+                runs.quarantine(run_dir, f"{runs.LAST} cannot be resumed ({type(exc).__name__})")
+                run_dir.mkdir(parents=True, exist_ok=True)
+                self.__init__(cfg, profile, dev, run_dir)
 
     def _resume(self) -> None:
-        ck = torch.load(self.dir / runs.LAST, map_location=self.dev, weights_only=False)
+        # weights_only: tensors, numbers, strings and containers; a checkpoint that needs more is refused.
+        ck = torch.load(self.dir / runs.LAST, map_location=self.dev, weights_only=True)
+        if ck.get("best_epoch", 0) > 0:  # the selected checkpoint must load too, or finishing would fail
+            torch.load(self.dir / runs.BEST, map_location="cpu", weights_only=True)
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["opt"])
         self.sched.load_state_dict(ck["sched"])
@@ -266,7 +287,9 @@ class _Run:
             val_accuracy=float(chosen.get("val_accuracy", math.nan)),
             selection=self.profile.select,
         )
-        runs.atomic_write_text(self.dir / runs.RESULT, json.dumps(dataclasses.asdict(result), indent=1))
+        # The sizes and hashes of the files written above: a later read trusts the folder only if they match.
+        stored = {**dataclasses.asdict(result), "files": runs.seal(self.dir)}
+        runs.atomic_write_text(self.dir / runs.RESULT, json.dumps(stored, indent=1))
         return result
 
 
