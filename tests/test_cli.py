@@ -159,9 +159,12 @@ def test_sweep_and_report_on_a_journal_file_storage(tmp_path):
     report = invoke("report", "--storage", url)
     assert report.exit_code == 0, report.output
     assert "GradMask (scaled)" in report.output and "| 2 |" in report.output
-    # Search and seeds trials share seed 0: mixing phases is refused with a one-line hint, not a traceback.
-    mixed = invoke("report", "--storage", url, "--phase", "all")
-    assert mixed.exit_code == 2 and "mixed configurations" in mixed.output
+    # Search and seeds trials share seed 0, and seed 0 of the seeds phase is the selected search run:
+    # --phase all counts it once (n = 2, not 3), and --phase search shows the selected point.
+    both = invoke("report", "--storage", url, "--phase", "all")
+    assert both.exit_code == 0 and "| 2 |" in both.output and "| 3 |" not in both.output, both.output
+    search = invoke("report", "--storage", url, "--phase", "search")
+    assert search.exit_code == 0 and "| 1 |" in search.output, search.output
 
 
 @pytest.mark.parametrize("sampler, pruner", [("random", "median"), ("tpe", "hyperband")])
@@ -275,3 +278,13 @@ def test_env_example_lists_every_setting():
     for name, field in Settings.model_fields.items():
         variable = field.validation_alias.choices[0]
         assert f"\n{variable}=" in example, f"{variable} ({name}) is missing from .env.example"
+
+
+def test_the_seeds_phase_is_never_pruned(tmp_path):
+    """Optuna's default pruner (median, 5 startup trials) must not stop seeds 5 and up."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    result = invoke("sweep", "erm", "--trials", "1", "--seeds", "7", "--epochs", "2", "--no-baseline",
+                    "--storage", url, *cli_data_args())
+    assert result.exit_code == 0, result.output
+    seeds = optuna.load_study(study_name="erm-none-decoy-cxr-quick.seeds", storage=url).trials
+    assert len(seeds) == 7 and {t.state for t in seeds} == {optuna.trial.TrialState.COMPLETE}

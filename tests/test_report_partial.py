@@ -116,3 +116,13 @@ def test_mixed_profiles_for_one_seed_are_an_error(tmp_path):
     add_run(study, "erm", "none", 0, scores((0.8, 0.7, 0.6)), phase="search", run_id="b", profile="official")
     with pytest.raises(DgxError, match="trials of profiles official, paper .*--study-prefix"):
         build(load_runs(url, phase="search"), "1")
+
+
+def test_ties_break_on_the_run_not_the_trial_number(tmp_path):
+    """A retried point gets a new trial number; the selection must not change because of that."""
+    url = f"sqlite:///{tmp_path}/tie.db"
+    study = optuna.create_study(study_name="t", storage=url, direction="maximize")
+    add_run(study, "erm", "none", 0, scores((0.8, 0.6, 0.6)), phase="search", val_auroc=1.0, run_id="bbb")
+    add_run(study, "erm", "none", 0, scores((0.8, 0.7, 0.7)), phase="search", val_auroc=1.0, run_id="aaa")
+    (t,) = build(load_runs(url, phase="search"), "1")
+    assert _cell(t, TARGETS[0], "ERM")[2] == "70.0 ± n/a"  # run "aaa", although it is the later trial

@@ -85,7 +85,7 @@ def select_trials(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     - Seeds-phase trials win over search trials (``--phase all``: the seeds
       phase retrains the selected point; its seed 0 *is* the selected search run).
     - Among search trials (a grid shares one seed), the one the sweep itself
-      selects: the best source-validation AUROC, ties to the earliest trial.
+      selects: the best source-validation AUROC, ties to the smaller run id.
       Target domains never take part (model selection on the source only).
     - Trials naming the same run folder are one training, counted once.
     - Two different seeds-phase trainings, or trainings of different profiles,
@@ -116,7 +116,9 @@ def select_trials(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
             keep.append(distinct.index[0])
             continue
         distinct = group.drop_duplicates("_training")
-        best = distinct.sort_values(["_val", "study", "trial"], ascending=[False, True, True], kind="stable")
+        # Ties as the sweep breaks them: the smaller run id (a retried point keeps it, not its trial number).
+        best = distinct.sort_values(["_val", "_training", "study", "trial"], ascending=[False, True, True, True],
+                                    kind="stable")
         keep.append(best.index[0])
         if len(distinct) > 1:
             picked, candidates = picked + 1, candidates + len(distinct)

@@ -233,7 +233,9 @@ def _objective(plan: SweepPlan, data: Bundle, settings: Settings, phase: str, gr
             wandb.log_epoch(epoch, stats)
             trial.report(stats["val_auroc"], epoch)
             reported.add(epoch)
-            if trial.should_prune():
+            # The seeds phase is never pruned: Optuna's default pruner (MedianPruner) would otherwise
+            # stop seeds 5 and up, biasing the tables toward good seeds.
+            if phase == "search" and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
         try:
@@ -327,7 +329,8 @@ def _best_params(study: optuna.Study) -> dict:
     if not complete:
         raise DgxError(f"no search trial of study {study.study_name!r} completed, so there is no best configuration; "
                        "see the failed trials' fail_reason (optuna-dashboard) and rerun")
-    best = max(complete, key=lambda t: (t.value, -t.number))  # ties: the earlier trial
+    # Ties: the smaller run id (a hash of the config), never the trial number, which a retry changes.
+    best = min(complete, key=lambda t: (-t.value, str(t.user_attrs.get("run_id", "")), t.number))
     return dict(best.params)
 
 
@@ -338,7 +341,7 @@ def _seeds_study(plan: SweepPlan, storage, best: dict) -> optuna.Study:
         if old.user_attrs.get("params") not in (None, best):
             log.warning("best configuration changed (%s → %s): restarting the seeds phase", old.user_attrs["params"], best)
             optuna.delete_study(study_name=name, storage=storage)
-    study = _open_study(plan, storage, name, optuna.samplers.RandomSampler(seed=0))
+    study = _open_study(plan, storage, name, optuna.samplers.RandomSampler(seed=0), optuna.pruners.NopPruner())
     study.set_user_attr("params", best)
     return study
 
