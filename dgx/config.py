@@ -34,8 +34,8 @@ class Settings(BaseSettings):
     wandb_mode: str = Field("", validation_alias=AliasChoices("WANDB_MODE"))
     # Worker liveness: a running trial stamps a heartbeat this often (seconds); one
     # silent for the grace period is presumed dead, failed and retried elsewhere.
-    heartbeat_s: float = Field(30.0, gt=0, validation_alias=AliasChoices("DGX_HEARTBEAT_S"))
-    grace_s: float = Field(120.0, gt=0, validation_alias=AliasChoices("DGX_GRACE_S"))
+    heartbeat_s: float = Field(30.0, gt=0, allow_inf_nan=False, validation_alias=AliasChoices("DGX_HEARTBEAT_S"))
+    grace_s: float = Field(120.0, gt=0, allow_inf_nan=False, validation_alias=AliasChoices("DGX_GRACE_S"))
     # Secret; only ever read from the environment or .env.
     wandb_api_key: str = Field("", validation_alias=AliasChoices("WANDB_API_KEY"), repr=False)
     # Local files dgx never downloads: the PSPNet lung-segmentation weights, the paper's reference
@@ -49,6 +49,32 @@ class Settings(BaseSettings):
     def _known_mode(cls, value: str) -> str:
         if value and value not in WANDB_MODES:
             raise ValueError(f"must be one of {', '.join(WANDB_MODES)}")
+        return value
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_url(cls, value: str) -> str:
+        if value and "://" not in value:
+            raise ValueError("must be an Optuna storage URL, e.g. sqlite:///runs/dgx.db, journal:///path/file.journal "
+                             "or postgresql://user@host/db")
+        return value
+
+    @field_validator("sweeps_dir")
+    @classmethod
+    def _sweeps(cls, value: str) -> str:
+        if value and not Path(value).is_dir():
+            raise ValueError("must be a folder holding budgets/, grids/ and paper/ (the repository's sweeps/), "
+                             "and it is not one")
+        return value
+
+    @field_validator("runs_dir", "data_dir")
+    @classmethod
+    def _folder(cls, value: Path) -> Path:
+        probe = value
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        if probe.exists() and not probe.is_dir():
+            raise ValueError(f"must be a folder, and {probe} is a file")
         return value
 
     def default_storage(self) -> str:

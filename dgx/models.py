@@ -11,6 +11,7 @@ so the RRR/GradMask penalties, are taken with respect to that tensor.
 from __future__ import annotations
 
 import socket
+import warnings
 from pathlib import Path
 
 import torch
@@ -197,15 +198,38 @@ def _imagenet_state(name: str, tag: str) -> dict[str, torch.Tensor]:
 def _file_state(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise DgxError(f"weights file {path} does not exist; pass --weights imagenet, --weights none or a path to a state dict")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # weights_only=True, always: a checkpoint from elsewhere must never run code when loaded
+        with warnings.catch_warnings():  # torch's pickle-protocol notes: the error below says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise DgxError(f"weights file {path} is not a readable PyTorch state dict ({type(exc).__name__}: {exc})") from None
+        # Not torch's message: for a pickle it advises weights_only=False, which would run the file's code.
+        raise DgxError(f"weights file {path} is not a PyTorch state dict that loads safely ({type(exc).__name__}); "
+                       "pass a file written by torch.save(model.state_dict(), PATH), or --weights imagenet or "
+                       "--weights none") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a dgx checkpoint
     if not isinstance(state, dict):
         raise DgxError(f"weights file {path} holds a {type(state).__name__}, not a state dict")
     return state
+
+
+def check_input_size(model: nn.Module, name: str, size: int) -> None:
+    """One forward pass of a blank ``size`` px image: a model that cannot take that size (a ViT built
+    for 224 px, a network whose feature map would vanish) fails here, before any data is built."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size))
+    except Exception as exc:  # noqa: BLE001 - any failure of a blank input means the same fix
+        fixed = getattr(model, "image_size", None)  # torchvision's ViTs take exactly one size
+        hint = f"--image-size {fixed}" if isinstance(fixed, int) else "a larger --image-size"
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DgxError(f"--model {name} cannot take {size} px images ({why}); pass {hint}, or another --model "
+                       "(e.g. resnet18)") from None
+    finally:
+        model.train(was_training)
 
 
 def _load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -33,10 +33,10 @@ class DgxGroup(TyperGroup):
             rv = 0
         except click_exc.UsageError as exc:
             where = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
-            typer.echo(f"error: {exc.format_message()}{where}", err=True)
+            typer.echo(" ".join(f"error: {exc.format_message()}{where}".split()), err=True)  # always one line
             rv = 2
         except DgxError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(" ".join(f"error: {exc}".split()), err=True)  # always one line
             rv = 2
         except (typer.Abort, KeyboardInterrupt):
             rv = 130
@@ -88,7 +88,8 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debu
 NOISY_LOGGERS = ("matplotlib", "PIL", "urllib3", "wandb", "numexpr", "h5py", "git", "filelock", "fsspec")
 
 
-from dgx.cli import report as _report  # noqa: E402  (commands register on `app`)
+from dgx.cli import doctor as _doctor  # noqa: E402  (commands register on `app`)
+from dgx.cli import report as _report  # noqa: E402
 from dgx.cli import reproduce as _reproduce  # noqa: E402
 from dgx.cli import sweep as _sweep  # noqa: E402
 from dgx.cli import train as _train  # noqa: E402
@@ -99,6 +100,7 @@ app.command("sweep")(_sweep.sweep)
 app.command("report")(_report.report)
 app.command("worker")(_worker.worker)
 app.command("reproduce")(_reproduce.reproduce)
+app.command("doctor")(_doctor.doctor)
 
 from dgx.cli.analyze import analyze_app  # noqa: E402
 from dgx.cli.data import data_app  # noqa: E402

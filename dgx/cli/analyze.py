@@ -29,6 +29,9 @@ def gaze(
     quantile: QuantileOpt = 0.8,
 ) -> None:
     """Figure 1: mean radiologist gaze and mean pneumothorax annotation over CXR-P train+val."""
+    from dgx.checks import check_out_file
+
+    check_out_file(out)
     from dgx.analyze import default_reference_dir, figure1_data
     from dgx.analyze.figures import figure1
 
@@ -60,12 +63,19 @@ def attribution(
     share of |∂(z₁−z₀)/∂x| in each region, the region's share of the image area
     beside it, and writes a PNG of mean saliency per method over the mean image.
     """
-    from dgx.analyze.attribution import audit_runs, audit_table, figure, study_runs
+    from dgx.checks import check_choice, check_device, check_folder, check_name, check_out_file
     from dgx.errors import DgxError
 
     settings = get_settings()
-    if phase not in ("seeds", "search", "all"):
-        raise DgxError(f"--phase {phase!r} must be seeds, search or all")
+    check_choice("--phase", phase, ("seeds", "search", "all"))
+    for name in study or []:
+        check_name("--study", name)
+    check_device(device)
+    check_out_file(out)
+    if runs_dir is not None:
+        check_folder(runs_dir, "--runs-dir")
+    from dgx.analyze.attribution import audit_runs, audit_table, figure, study_runs
+
     refs = study_runs(storage or settings.default_storage(), tuple(study) if study else None,
                       None if phase == "all" else phase, runs_dir or settings.runs_dir)
     groups, data_of = audit_runs(refs, settings.data_dir, device, max_images)

@@ -60,6 +60,12 @@ def prepare(
             raise DgxError(f"--splits is for the siim source only, not {source}; drop it")
         options["splits"] = str(splits)
     out_dir = out if out is not None else get_settings().data_dir / "manifests"
+    from dgx.checks import check_folder
+
+    check_folder(out_dir, "--out" if out is not None else "DGX_DATA_DIR")
+    if splits is not None and not splits.is_file():
+        raise DgxError(f"--splits {splits} is not an existing file; pass the paper's split list CSV, or drop --splits "
+                       "for a seeded split")
     written = prepare_source(source, root, out_dir, metadata_only=metadata_only, seed=seed, options=options)
     for path, _ in written.values():
         console.print(f"wrote {path}")

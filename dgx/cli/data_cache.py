@@ -47,6 +47,13 @@ def cache(
     from dgx.progress import console
 
     data_dir = get_settings().data_dir
+    for flag, path, kind in (("--root", root, "folder"), ("--lung-dir", lung_dir, "folder"), ("--rle", rle, "file"),
+                             ("--gaze", gaze, "file"), *(("--manifests", m, "file") for m in manifests or [])):
+        if path is not None and not (path.is_dir() if kind == "folder" else path.is_file()):
+            raise DgxError(f"{flag} {path} is not an existing {kind}; check the path")
+    from dgx.checks import check_folder
+
+    check_folder(out if out is not None else data_dir / "cache", "--out" if out is not None else "DGX_DATA_DIR")
     if not manifests:
         folder = manifest_dir if manifest_dir is not None else data_dir / "manifests"
         manifests = sorted(Path(folder).glob("*.csv"))

@@ -39,11 +39,21 @@ def show(
     """Figure 2: one positive training image with each of its masks highlighted, side by side."""
     import numpy as np
 
-    from dgx.analyze.figures import figure2
-    from dgx.data import MASK_KINDS, load_dataset
-    from dgx.sweep.plan import parse_data_options
+    from dgx.checks import check_folder, check_out_file, parse_options
+    from dgx.data import MASK_KINDS, check_options, load_dataset
 
-    bundle = load_dataset(data, dict(parse_data_options(data_opt)), image_size, get_settings().data_dir)
+    settings = get_settings()
+    options = dict(parse_options(data_opt))
+    decoy = check_options(data, options, image_size)  # before building anything
+    check_out_file(out)
+    check_folder(settings.data_dir, "DGX_DATA_DIR")
+    if decoy is not None and index >= round(decoy.pos_frac * decoy.n_train):
+        n = round(decoy.pos_frac * decoy.n_train)
+        raise DgxError(f"--index {index} is out of range: {data} train has {n} positives (0..{n - 1}); pick a "
+                       "smaller --index")
+    from dgx.analyze.figures import figure2
+
+    bundle = load_dataset(data, options, image_size, settings.data_dir)
     split = bundle.train
     positives = np.flatnonzero(split.labels == 1)
     if index >= len(positives):

@@ -29,6 +29,25 @@ def reproduce(
 ) -> None:
     """Run the studies behind one of the paper's tables (resuming existing ones), then print the table."""
     options = dict(locals())  # the parsed options, before any other local name
+    from dgx.checks import check_choice, check_device, check_storage_url, parse_gpus, parse_options
+    from dgx.config import get_settings
+    from dgx.data import DATASETS
+    from dgx.profiles import PROFILES
+    from dgx.sweep.space import load_budget
+
+    check_device(device, here=not dry_run)  # the workers it starts run on this machine
+    check_storage_url(storage)
+    gpu_ids = parse_gpus(gpus)
+    check_choice("dataset", data, DATASETS)  # the overrides, before the specs are planned
+    check_choice("profile", profile, PROFILES)
+    parse_options(data_opt)
+    if budget is not None:
+        load_budget(budget)
+    from dgx.sweep.launch import WorkerSpec
     from dgx.sweep.paper import reproduce as run_reproduce
+
+    # the workers reproduce would start, checked before it prints its plan
+    WorkerSpec(workers=workers if workers is not None else max(1, len(gpu_ids)), gpus=gpu_ids).check(
+        storage or get_settings().default_storage())
 
     run_reproduce(**options, echo=typer.echo)

@@ -46,6 +46,10 @@ def sweep(
     the selected search run). Rerunning the same command resumes the study.
     """
     options = dict(locals())  # the parsed options, before any other local name
+    from dgx.checks import check_flags, check_sweep_flags
+
+    check_sweep_flags(**options)
+    check_flags(**options)  # what the flags' text alone can show, before the slow imports and any work
     from dgx.sweep.plan import sweep as run_sweep_plan
 
     text = run_sweep_plan(**options)

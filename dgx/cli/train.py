@@ -39,6 +39,9 @@ def train(
     command resumes an interrupted run from its last epoch.
     """
     options = dict(locals())  # the parsed options, before any other local name
+    from dgx.checks import check_flags
+
+    check_flags(**options)  # what the flags' text alone can show, before the slow imports and any work
     from dgx.sweep.plan import train_one
 
     cfg, bundle, result = train_one(**options)

@@ -24,8 +24,14 @@ def worker(
     share DGX_RUNS_DIR and DGX_DATA_DIR: each grid point trains exactly once, a
     killed worker's trial is retried by another and resumes from its last epoch.
     """
+    from dgx.checks import check_device_name, check_name, check_storage_url
     from dgx.config import get_settings
-    from dgx.sweep.launch import run_worker
+
+    for name in study or []:
+        check_name("--study", name)
+    check_device_name(device)
+    check_storage_url(storage)
+    from dgx.sweep.launch import run_worker  # checks the storage before it imports torch
 
     url = storage or get_settings().default_storage()
     run_worker(url, list(study) if study else None, device, progress=progress, threads=threads)

@@ -7,6 +7,7 @@ train/val/test splits plus OOD target domains (evaluation only).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -15,13 +16,9 @@ from dgx.errors import DgxError, unknown_choice
 
 
 def _load_decoy(options: Mapping[str, str], image_size: int | None, data_dir: Path) -> Bundle:
-    from dgx.data.decoy import DecoyConfig, load_decoy
+    from dgx.data.decoy import load_decoy
 
-    values = dict(options)
-    if image_size is not None:
-        values["image_size"] = str(image_size)
-    cfg = DecoyConfig(**_coerce(DecoyConfig, values, "decoy-cxr"))
-    return load_decoy(cfg, data_dir)
+    return load_decoy(check_options("decoy-cxr", options, image_size), data_dir)
 
 
 def _load_real(name: str) -> Callable[[Mapping[str, str], int | None, Path], Bundle]:
@@ -62,6 +59,31 @@ def load_dataset(name: str, options: Mapping[str, str] | None = None, image_size
     return DATASETS[name](options or {}, image_size, Path(data_dir))
 
 
+def check_options(name: str, options: Mapping[str, str] | None = None, image_size: int | None = None, *,
+                  complete: bool = True):
+    """Check a dataset's name and options without loading anything: decoy-cxr's ``DecoyConfig``
+    (whose ``n_train`` says how many images a training epoch has), or None for real data.
+
+    ``complete=False`` checks each option's name and type only (the image size, which some checks
+    depend on, may still come from a budget)."""
+    if name not in DATASETS:
+        raise unknown_choice("dataset", name, DATASETS)
+    values = dict(options or {})
+    if name == "decoy-cxr":
+        from dgx.data.decoy import DecoyConfig
+
+        if image_size is not None:
+            values["image_size"] = str(image_size)
+        coerced = _coerce(DecoyConfig, values, name)
+        return DecoyConfig(**coerced) if complete else None
+    from dgx.data.real import OPTIONS
+
+    for key in values:
+        if key not in OPTIONS:
+            raise unknown_choice(f"{name} option", key, OPTIONS)
+    return None
+
+
 def dataset_options(name: str) -> dict[str, object]:
     """The option names and defaults a dataset accepts (for --data-opt help)."""
     if name == "decoy-cxr":
@@ -88,10 +110,13 @@ def _coerce(cls: type, values: Mapping[str, str], dataset: str) -> dict[str, obj
                 out[key] = str(raw).lower() in ("true", "1")
             else:
                 out[key] = kind(raw)
+                if kind is float and not math.isfinite(out[key]):
+                    raise ValueError(raw)
         except (TypeError, ValueError):
-            raise DgxError(f"{dataset} option {key}={raw!r} is not a valid {kind.__name__}") from None
+            raise DgxError(f"{dataset} option {key}={raw!r} is not a valid {'finite ' if kind is float else ''}"
+                           f"{kind.__name__}; pass e.g. --data-opt {key}={fields[key].default}") from None
     return out
 
 
-__all__ = ["DATASETS", "MASK_KINDS", "ORACLES", "Bundle", "Split", "load_dataset", "dataset_options",
+__all__ = ["DATASETS", "MASK_KINDS", "ORACLES", "Bundle", "Split", "load_dataset", "check_options", "dataset_options",
            "oracle_options"]

@@ -44,6 +44,7 @@ SOURCE = "cxr-p-synth"
 TARGETS = ("mimic-cxr-synth", "chexpert-synth", "chexpert-age-synth", "chestx-ray8-synth")
 # Child seed streams, in this fixed order, so resizing one part never reseeds another.
 PARTS = ("train", "val", "test") + TARGETS
+MASKS = ("abnormality", "scaled", "periphery")  # the mask kinds every image has (checked before generating)
 # Bump whenever the pixels for an unchanged config change, so stale caches die.
 GENERATOR_VERSION = 2  # 2: anatomy arrays (lungs, periphery band, decoy box) for every image
 
@@ -75,6 +76,7 @@ class DecoyConfig:
 
     def __post_init__(self) -> None:
         checks = [
+            (0 <= self.seed < 2**32, "seed must be in 0..2**32-1"),
             (self.image_size >= 24, "image_size must be >= 24"),
             (min(self.n_train, self.n_val, self.n_test, self.n_target) >= 2, "every split needs >= 2 images"),
             (0 < self.pos_frac < 1, "pos_frac must be in (0, 1)"),
@@ -89,7 +91,7 @@ class DecoyConfig:
         ]
         for ok, msg in checks:
             if not ok:
-                raise DgxError(f"invalid decoy-cxr config: {msg}")
+                raise DgxError(f"invalid decoy-cxr config: {msg}; fix that --data-opt (or --image-size)")
 
 
 # Domain shifts as (field: target value); the source uses SOURCE_LOOK throughout.
@@ -245,7 +247,7 @@ def render(cfg: DecoyConfig, part: str, atlas_cache: Path | None = None) -> Rend
     scaled = np.ones_like(lungs)
     scaled[pos] = scaled_mask(pockets[pos], cfg.scaled_grid) if len(pos) else scaled[pos]
     y_int = labels.astype(np.int64)
-    kinds = {"abnormality": pockets, "scaled": scaled, "periphery": periphery | pockets}
+    kinds = {"abnormality": pockets, "scaled": scaled, "periphery": periphery | pockets}  # = MASKS
     masks = {k: all_ones_for_negatives(m, y_int) for k, m in kinds.items()}
     anatomy = {"lungs": lungs, "periphery": periphery, "decoy": box}
     split = Split(images, y_int, masks, {k: v.astype(np.uint8) for k, v in anatomy.items()},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dgx.checks import check_choice, check_name, check_out_file
 from dgx.config import get_settings
 from dgx.errors import DgxError, unknown_choice
 
@@ -45,7 +46,12 @@ def run_report(storage: str | None = None, study: str | None = None, phase: str 
                                  (figure, FIGURES, "figure"), (run_ci, RUN_CIS, "--run-ci")):
         if value is not None and value not in choices:
             raise unknown_choice(what, value, choices)
+    _check_names(study, table, fmt, dataset, method, mask, baseline)
     settings = get_settings()
+    if out is not None:
+        check_out_file(out)
+    elif figure is not None:
+        check_out_file(Path(f"figures/report_{figure}.png"))
     chosen_phase = None if phase == "all" else phase
     if source == "wandb":
         from dgx.report.wandb_source import load_wandb_runs
@@ -57,6 +63,7 @@ def run_report(storage: str | None = None, study: str | None = None, phase: str 
         runs = load_runs(url, study_prefix=study, phase=chosen_phase)
     filters = {"dataset": dataset, "method": None if table in ("2", "5") else method, "mask": mask}
     runs = filter_runs(runs, **filters)
+    _check_baseline(baseline, runs)
     if figure is not None:
         from dgx.report.figures import draw
 
@@ -64,7 +71,13 @@ def run_report(storage: str | None = None, study: str | None = None, phase: str 
         return f"wrote {path}\n"
     if by is not None:
         from dgx.report.render import render
+        from dgx.report.runci import read_groups, read_scores
         from dgx.report.subgroups import subgroup_tables
+
+        if "run_id" in runs.columns:
+            for run_id in dict.fromkeys(runs["run_id"]):  # a damaged file is one line, not a traceback
+                read_scores(settings.runs_dir, str(run_id))
+                read_groups(settings.runs_dir, str(run_id))
 
         text = render(subgroup_tables(runs, settings.runs_dir, by), fmt)
     elif run_ci is not None:
@@ -80,6 +93,44 @@ def run_report(storage: str | None = None, study: str | None = None, phase: str 
     return f"wrote {out}\n"
 
 
+
+
+def _check_names(study, table, fmt, dataset, method, mask, baseline) -> None:
+    """Every name a user typed is one dgx knows (before any storage is opened)."""
+    from dgx.data import DATASETS
+    from dgx.data.base import MASK_KINDS
+    from dgx.methods import METHODS
+    from dgx.report.load import ORACLE
+    from dgx.report.tables import FORMATS, SHAPES
+
+    check_name("--study", study)
+    check_choice("table", table, SHAPES)
+    check_choice("format", fmt, FORMATS)
+    for values, kind, choices in ((dataset, "--dataset", DATASETS), (method, "--method", [*METHODS, ORACLE]),
+                                  (mask, "--mask", MASK_KINDS)):
+        for value in values or []:
+            check_choice(kind, value, choices)
+    if baseline and baseline.startswith("mask:"):
+        check_choice("--baseline mask", baseline[len("mask:"):], [k for k in MASK_KINDS if k != "none"])
+
+
+def _check_baseline(baseline: str | None, runs) -> None:
+    """A baseline the chosen runs have: else every Δ would be empty."""
+    from dgx.methods import BASELINE
+
+    if not baseline or baseline == "none":
+        return
+    if baseline == BASELINE and not (runs["method"] == BASELINE).any():
+        raise DgxError("--baseline erm: these runs have no ERM trials to compare with; sweep with the baseline "
+                       "(the default, not --no-baseline), pick studies that include it with --study, or use "
+                       "--baseline mask:NAME")
+    if baseline.startswith("mask:"):
+        wanted = baseline[len("mask:"):]
+        masked = sorted(set(runs.loc[runs["mask"] != "none", "mask"]))
+        if wanted not in masked:
+            raise DgxError(f"--baseline {baseline}: no run with mask {wanted} among these runs, so no cell could be "
+                           f"compared; choose from: {', '.join('mask:' + m for m in masked) or '(no masked runs)'}, "
+                           "or use --baseline erm")
 
 
 def write_atomic(path: Path, text: str) -> None:

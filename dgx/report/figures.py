@@ -97,8 +97,8 @@ def roc_series(runs: pd.DataFrame, runs_dir: Path) -> dict[str, list[RocSeries]]
     """
     from sklearn.metrics import roc_auc_score
 
+    from dgx.report.runci import read_scores
     from dgx.report.tables import _groups, method_label
-    from dgx.runs import load_scores, scores_path
 
     if "run_id" not in runs.columns:
         raise DgxError("ROC figures need the run folders' scores; use the Optuna storage source")
@@ -110,7 +110,7 @@ def roc_series(runs: pd.DataFrame, runs_dir: Path) -> dict[str, list[RocSeries]]
     out: dict[str, dict[str, RocSeries]] = {d: {} for d in dict.fromkeys(runs["domain"])}
     for t in trials.sort_values("seed", kind="stable").itertuples(index=False):
         label = method_label(t.method, t.mask)
-        scores = load_scores(scores_path(runs_dir, t.run_id)) if t.run_id else {}
+        scores = read_scores(runs_dir, t.run_id)
         for domain, series in out.items():
             if domain in scores and len(np.unique(scores[domain][0])) == 2:
                 s = series.setdefault(label, RocSeries(label, colors[label], [], [], []))
@@ -143,13 +143,13 @@ def roc_figure(runs: pd.DataFrame, runs_dir: Path):
     seeds' vertical mean as a thick line, and a legend in every panel naming each
     label with its mean AUROC (%) across seeds and n.
     """
+    series = roc_series(runs, runs_dir)  # reads (and checks) the saved scores before matplotlib starts
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
-    series = roc_series(runs, runs_dir)
     roles = dict(zip(runs["domain"], runs["role"]))
     n = len(series)
     cols = min(_ROC_COLUMNS, n)
@@ -181,9 +181,9 @@ def roc_figure(runs: pd.DataFrame, runs_dir: Path):
 
 def roc(runs: pd.DataFrame, path: Path, runs_dir: Path) -> Path:
     """ROC curves of the selected checkpoints as a PNG (:func:`roc_figure`)."""
-    import matplotlib.pyplot as plt
-
     fig = roc_figure(runs, runs_dir)
+    import matplotlib.pyplot as plt  # after roc_figure has read (and checked) the saved scores
+
     out = _save(fig, path)
     plt.close(fig)
     return out

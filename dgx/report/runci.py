@@ -13,10 +13,38 @@ import pandas as pd
 from dgx.errors import DgxError
 
 
+def read_scores(runs_dir: Path, run_id: str) -> dict:
+    """A run's saved scores ({} when it has none), or a one-line DgxError when the file is damaged."""
+    from dgx.runs import SCORES, load_scores
+
+    return _read(runs_dir, run_id, SCORES, load_scores)
+
+
+def read_groups(runs_dir: Path, run_id: str) -> dict:
+    """A run's saved subgroup keys ({} when it has none), or a one-line DgxError when the file is damaged."""
+    from dgx.runs import GROUPS, load_groups
+
+    return _read(runs_dir, run_id, GROUPS, load_groups)
+
+
+def _read(runs_dir: Path, run_id: str, name: str, load) -> dict:
+    from dgx.runs import run_dir
+
+    if not run_id:
+        return {}
+    path = run_dir(runs_dir, run_id) / name
+    try:
+        return load(path)
+    except DgxError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a truncated, foreign or garbled file: numpy and zipfile raise many types
+        raise DgxError(f"{path} is damaged ({type(exc).__name__}); run `dgx doctor --fix` to quarantine that run, then "
+                       "rerun its sweep to train it again, or report without --run-ci, --figure roc and --by") from None
+
+
 def run_ci_frame(runs: pd.DataFrame, runs_dir: Path, method: str, confidence: float = 0.95) -> pd.DataFrame:
     """One row per (trial, domain): AUROC and its per-run interval."""
     from dgx.report.stats import bootstrap_ci, delong_ci
-    from dgx.runs import load_scores, scores_path
 
     if "run_id" not in runs.columns:
         raise DgxError("these runs carry no run ids (a W&B source?); per-run intervals need the Optuna storage "
@@ -25,7 +53,7 @@ def run_ci_frame(runs: pd.DataFrame, runs_dir: Path, method: str, confidence: fl
     rows, missing = [], []
     for key, group in runs.groupby(["study", "trial"], sort=False):
         run_id = group["run_id"].iloc[0]
-        scores = load_scores(scores_path(runs_dir, run_id)) if run_id else {}
+        scores = read_scores(runs_dir, run_id)
         if not scores:
             missing.append(f"{key[0]}#{key[1]}")
             continue

@@ -1,7 +1,20 @@
-"""Optuna studies: search spaces (sweeps/*.yaml), storages, the sweep driver."""
+"""Optuna studies: search spaces (sweeps/*.yaml), storages, the sweep driver.
 
-from dgx.sweep.space import Budget, load_budget
-from dgx.sweep.storage import open_storage
-from dgx.sweep.study import SweepPlan, run_sweep
+The names below load on first use (PEP 562), so reading a budget or opening a
+storage does not import torch: the commands check their input before that.
+"""
+
+import importlib
+
+_HOMES = {"Budget": "dgx.sweep.space", "load_budget": "dgx.sweep.space", "open_storage": "dgx.sweep.storage",
+          "SweepPlan": "dgx.sweep.study", "run_sweep": "dgx.sweep.study"}
 
 __all__ = ["Budget", "SweepPlan", "load_budget", "open_storage", "run_sweep"]
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value

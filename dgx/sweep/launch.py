@@ -15,20 +15,22 @@ decides where those workers run:
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from dgx.checks import LAUNCHERS, parse_gpus, storage_file
 from dgx.errors import DgxError, unknown_choice
 from dgx.sweep.storage import shown_url
 
 log = logging.getLogger("dgx")
 
-LAUNCHERS = ("process", "slurm", "local")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,13 @@ class WorkerSpec:
     def check(self, storage_url: str) -> None:
         if self.launcher not in LAUNCHERS:
             raise unknown_choice("launcher", self.launcher, LAUNCHERS)
+        if self.launcher != "process" and importlib.util.find_spec("submitit") is None:
+            raise DgxError(f"--launcher {self.launcher} needs submitit, which is not installed; pip install submitit, "
+                           "or use --launcher process")
+        missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+        if self.launcher == "slurm" and missing:
+            raise DgxError(f"--launcher slurm needs SLURM's sbatch and srun, and this machine lacks {' and '.join(missing)}; "
+                           "run the sweep on a SLURM login node, or use --launcher process (this machine's cores/GPUs)")
         if self.workers < 0:
             raise DgxError(f"--workers must be >= 0, got {self.workers}")
         if self.trials_per_gpu < 1:
@@ -69,15 +78,6 @@ class WorkerSpec:
         return self.workers != 1 or self.launcher != "process"
 
 
-def parse_gpus(text: str | None) -> tuple[str, ...]:
-    if not text:
-        return ()
-    ids = tuple(g.strip() for g in text.split(",") if g.strip())
-    if not all(g.isdigit() for g in ids):
-        raise DgxError(f"--gpus {text!r} must be comma-separated device numbers, e.g. --gpus 0,1,2,3")
-    return ids
-
-
 def run_worker(storage_url: str, studies: list[str] | None = None, device: str = "auto",
                progress: bool = True, threads: int = 0) -> dict[str, int]:
     """Join ``studies`` (default: every dgx search study in the storage) and work until none has work left.
@@ -85,22 +85,39 @@ def run_worker(storage_url: str, studies: list[str] | None = None, device: str =
     Returns counts of what this worker did: trials trained, duplicates closed, lost trials reaped.
     """
     import optuna
-    import torch
 
+    from dgx.checks import check_device, check_folder, check_name
     from dgx.config import get_settings
-    from dgx.sweep.plan import load_data
     from dgx.sweep.storage import open_storage
-    from dgx.sweep.study import SweepPlan, make_pruner, make_sampler, work
 
-    if threads:
-        torch.set_num_threads(threads)
     settings = get_settings()
+    for name in studies or []:
+        check_name("--study", name)
+    check_device(device)
+    check_folder(settings.runs_dir, "DGX_RUNS_DIR")
+    queue_hint = (f"queue a sweep first with `dgx sweep METHOD --mask MASK --workers 0 --storage "
+                  f"{shown_url(storage_url)}`, then start workers")
+    path = storage_file(storage_url)
+    if path is not None and not path.is_file():
+        unknown = f"unknown study {', '.join(map(repr, studies))}: " if studies else ""
+        raise DgxError(f"{unknown}storage {shown_url(storage_url)} does not exist, so there is nothing to work on; "
+                       f"{queue_hint} (or pass --storage to the sweep's storage)")
     storage = open_storage(storage_url)
     names = studies or dgx_studies(storage)
+    if not names:
+        raise DgxError(f"storage {shown_url(storage_url)} holds no dgx sweep, so there is nothing to work on; "
+                       f"{queue_hint}")
     known = set(optuna.get_all_study_names(storage))
     for name in names:
         if name not in known:
             raise unknown_choice("study", name, sorted(dgx_studies(storage)) or ["(none: run `dgx sweep` first)"])
+    import torch  # the slow imports, once the storage holds work
+
+    from dgx.sweep.plan import load_data
+    from dgx.sweep.study import SweepPlan, make_pruner, make_sampler, work
+
+    if threads:
+        torch.set_num_threads(threads)
     data_cache: dict = {}
     for name in names:
         study = optuna.load_study(study_name=name, storage=storage)

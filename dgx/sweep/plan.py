@@ -10,37 +10,53 @@ import logging
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from dgx.checks import check_device, check_flags, check_folder, check_number, check_sweep_flags, parse_options
 from dgx.config import get_settings
-from dgx.data import MASK_KINDS, ORACLES, load_dataset
+from dgx.data import ORACLES, check_options, load_dataset
 from dgx.data.base import NEGATIVE_MASKS, Bundle
 from dgx.errors import DgxError, unknown_choice
-from dgx.methods import BASELINE, METHODS, method_class, uses_mask
-from dgx.methods.actdiff import LAYER_CHOICES
-from dgx.models import build_model
+from dgx.methods import BASELINE, method_class, uses_mask
 from dgx.progress import console
-from dgx.report.load import ORACLE
-from dgx.runs import run_dir
 from dgx.sweep.space import Budget, load_budget
 from dgx.sweep.storage import shown_url
-from dgx.train import TrainConfig, TrainResult
+
+if TYPE_CHECKING:
+    from dgx.train import TrainConfig, TrainResult
+
+# torch, torchvision, scikit-learn and pandas (dgx.models, dgx.train, dgx.report) load inside the functions that
+# need them, after every check that needs none of them: a bad budget or option fails at once.
 
 log = logging.getLogger("dgx")
 
 
 def parse_data_options(items: list[str] | None) -> tuple[tuple[str, str], ...]:
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise DgxError(f"--data-opt {item!r} must look like KEY=VALUE, e.g. --data-opt decoy_strength=0.99")
-        out[key.strip()] = value.strip()
-    return tuple(sorted(out.items()))
+    return parse_options(items)
 
 
 def check_lam(lam: float | None) -> None:
-    if lam is not None and not lam >= 0:
-        raise DgxError(f"--lam must be a non-negative number, got {lam}")
+    check_number("--lam", lam)
+
+
+def check_steps(n_images: int, batch_size: int, data: str, what: str) -> None:
+    """An epoch of ``n_images`` in batches of ``batch_size`` (the last partial one dropped) takes at least one step."""
+    if n_images // batch_size < 1:
+        raise DgxError(f"--batch-size {batch_size} is larger than the {n_images} training images of {data} ({what}): "
+                       f"an epoch would take no optimizer step (a partial batch is dropped); pass --batch-size "
+                       f"{max(2, n_images)} or less, or more training images (e.g. --data-opt n_train=...)")
+
+
+def _epoch_images(n_train: int, n_val: int, profile_name: str) -> tuple[int, str]:
+    """Training images per epoch, and how they are counted, for a source of ``n_train`` + ``n_val`` images."""
+    import math
+
+    from dgx.profiles import RELEASED_VAL_FRACTION, get_profile
+
+    if get_profile(profile_name).source_split == "redraw":  # the released 80/20 split of train+val, per seed
+        pool = n_train + n_val
+        return pool - math.ceil(RELEASED_VAL_FRACTION * pool), f"80% of n_train + n_val = {pool}, --profile {profile_name}"
+    return n_train, "n_train"
 
 
 def resolve_config(method: str, mask: str | None, data: str, data_opt: list[str] | None, budget_name: str, *,
@@ -48,21 +64,13 @@ def resolve_config(method: str, mask: str | None, data: str, data_opt: list[str]
                    batch_size: int, actdiff_layers: str, lr: float | None = None, wd: float | None = None,
                    lam: float | None = None, seed: int = 0,
                    negative_masks: str | None = None, profile: str | None = None) -> tuple[TrainConfig, Budget]:
-    """Validate the flags and merge them over the budget into one TrainConfig."""
-    if method not in METHODS:
-        raise unknown_choice("method", method, METHODS)
-    if mask is not None and mask not in MASK_KINDS:
-        raise unknown_choice("mask", mask, MASK_KINDS)
-    if actdiff_layers not in LAYER_CHOICES:
-        raise unknown_choice("--actdiff-layers value", actdiff_layers, LAYER_CHOICES)
-    for name, value in (("--lr", lr), ("--wd", wd)):
-        if value is not None and not value >= 0:
-            raise DgxError(f"{name} must be a non-negative number, got {value}")
-    check_lam(lam)
-    from dgx.data import DATASETS
+    """Validate the flags and merge them over the budget into one TrainConfig (no data is loaded)."""
+    from dgx.data.decoy import MASKS as DECOY_MASKS
 
-    if data not in DATASETS:
-        raise unknown_choice("dataset", data, DATASETS)
+    check_flags(method, mask, data, data_opt, lr=lr, wd=wd, lam=lam, seed=seed, actdiff_layers=actdiff_layers,
+                negative_masks=negative_masks, profile=profile, model=model, weights=weights)
+    if batch_size < 1:
+        raise DgxError(f"--batch-size must be >= 1, got {batch_size}")
     budget = load_budget(budget_name)
     from dgx.profiles import get_profile
 
@@ -70,11 +78,19 @@ def resolve_config(method: str, mask: str | None, data: str, data_opt: list[str]
     negatives = negative_masks or str(budget.train.get("negative_masks", "ones"))
     if negatives not in NEGATIVE_MASKS:
         raise unknown_choice("--negative-masks value", negatives, NEGATIVE_MASKS)
+    size = image_size if image_size is not None else budget.train.get("image_size")
+    decoy = check_options(data, dict(parse_data_options(data_opt)), size)
+    if decoy is not None:  # the train size is known before generating anything
+        if uses_mask(method) and mask is not None and mask not in (*DECOY_MASKS, "none"):
+            raise unknown_choice(f"mask for dataset {data}", mask, [*DECOY_MASKS, "none"])
+        n_images, counted = _epoch_images(decoy.n_train, decoy.n_val, profile_name)
+        check_steps(n_images, batch_size, data, counted)
     if not uses_mask(method):
         if mask not in (None, "none"):
             log.warning("%s uses no mask; ignoring --mask %s", method, mask)
         mask = "none"
     from dgx.models import resolve_weights
+    from dgx.train import TrainConfig
 
     train = budget.train
     cfg = TrainConfig(
@@ -107,6 +123,40 @@ def load_data(cfg: TrainConfig) -> Bundle:
         raise DgxError(f"--negative-masks {cfg.negative_masks} needs {cfg.negative_masks} masks for every training "
                        f"image, and dataset {cfg.dataset} has them only for annotated positives; "
                        "use --negative-masks ones (the paper's setting)")
+    from dgx.profiles import get_profile
+
+    if get_profile(cfg.profile).source_split != "redraw":  # a redrawn split is counted in resolve_config or training
+        check_steps(len(bundle.train), cfg.batch_size, cfg.dataset, "its train split")
+    return bundle
+
+
+def check_model(cfg: TrainConfig, bundle: Bundle | None = None) -> None:
+    """Build ``cfg``'s model (bad names, weights files) and pass it a blank image of the size it will train on,
+    when that size is known without loading data (or from ``bundle``)."""
+    from dgx.models import build_model, check_input_size
+
+    model = build_model(cfg.model, cfg.weights)
+    size = bundle.image_size if bundle is not None else cfg.image_size
+    if size is None and bundle is None and cfg.dataset == "decoy-cxr":
+        size = check_options(cfg.dataset, dict(cfg.data_options)).image_size
+    if size is not None:
+        check_input_size(model, cfg.model, int(size))
+
+
+def _model_then_data(cfg: TrainConfig, checked=None) -> Bundle:
+    """The model checked and the data loaded, in the order that fails fastest: the model first where the
+    data would be generated (decoy-cxr), the data first where it is only read (a prepared cache, which
+    also gives the image size to check the model at). ``checked`` runs once both are checked and before
+    anything is generated (the sweep opens its storage there)."""
+    if cfg.dataset == "decoy-cxr":
+        check_model(cfg)
+        if checked is not None:
+            checked()
+        return load_data(cfg)
+    bundle = load_data(cfg)
+    check_model(cfg, bundle)
+    if checked is not None:
+        checked()
     return bundle
 
 
@@ -120,35 +170,39 @@ def sweep(method: str, mask: str | None = None, data: str = "decoy-cxr", data_op
           trials_per_gpu: int = 1) -> str | None:
     """``dgx sweep``: search the grid, retrain the best over seeds (beside the ERM baseline and the oracle);
     the seed-averaged table, or None when the grid was only queued for workers (``workers=0``)."""
-    from dgx.report import report as build_report
-    from dgx.sweep import SweepPlan, open_storage
-    from dgx.sweep.launch import WorkerSpec, parse_gpus
-    from dgx.sweep.study import make_pruner, make_sampler
-
     settings = get_settings()
-    cfg, plan_budget = resolve_config(method, mask, data, data_opt, budget, model=model, weights=weights,
-                                        image_size=image_size, epochs=epochs, batch_size=batch_size,
-                                        actdiff_layers=actdiff_layers, negative_masks=negative_masks,
-                                        profile=profile)
+    check_sweep_flags(sampler=sampler, pruner=pruner, launcher=launcher, gpus=gpus, storage=storage, study=study,
+                      trials=trials, seeds=seeds)
+    from dgx.sweep.launch import WorkerSpec, parse_gpus
+    from dgx.sweep.storage import check_storage
+
     url = storage or settings.default_storage()
-    name = study_name(cfg, plan_budget.name, prefix=study) if study is None else study
-    plan = SweepPlan(base=cfg, budget=plan_budget, study=name, storage=url, trials=trials,
-                     seeds=seeds or plan_budget.seeds, device=device, sampler=sampler, pruner=pruner)
-    make_sampler(sampler, plan.grid), make_pruner(plan)  # validate before any work
     gpu_ids = parse_gpus(gpus)
     spec = WorkerSpec(workers=workers if workers is not None else max(1, len(gpu_ids) * trials_per_gpu), gpus=gpu_ids,
                       launcher=launcher, partition=partition, time_min=time_min, trials_per_gpu=trials_per_gpu)
     spec.check(url)
+    check_storage(url)
+    check_device(device, here=spec.launcher == "process")  # SLURM jobs run on other machines
+    cfg, plan_budget = resolve_config(method, mask, data, data_opt, budget, model=model, weights=weights,
+                                        image_size=image_size, epochs=epochs, batch_size=batch_size,
+                                        actdiff_layers=actdiff_layers, negative_masks=negative_masks,
+                                        profile=profile)
+    from dgx.report import report as build_report
+    from dgx.sweep import SweepPlan, open_storage
+    from dgx.sweep.study import make_pruner, make_sampler
+
+    name = study_name(cfg, plan_budget.name, prefix=study) if study is None else study
+    plan = SweepPlan(base=cfg, budget=plan_budget, study=name, storage=url, trials=trials,
+                     seeds=seeds or plan_budget.seeds, device=device, sampler=sampler, pruner=pruner)
+    make_sampler(sampler, plan.grid), make_pruner(plan)  # validate before any work
     plans = [plan]
     if baseline and cfg.method != BASELINE:
         erm = replace(cfg, method=BASELINE, mask="none", lam=0.0, actdiff_layers="all", negative_masks="ones")
         erm_plan = replace(plan, base=erm, study=study_name(erm, plan_budget.name, prefix=study))
         oracle_plan = erm_plan.oracle() if oracle else None
         plans += [erm_plan] + ([oracle_plan] if oracle_plan else [])
-    build_model(cfg.model, cfg.weights)  # fail fast on bad model, weights or storage, before building data
-    open_storage(url)
     started = time.perf_counter()
-    bundle = load_data(cfg)
+    bundle = _model_then_data(cfg, checked=lambda: open_storage(url))  # fail on model, data or storage first
     console.print(_header(name, plan_budget, cfg, bundle, plans, url, settings, spec))
     names = execute(plans, spec, url, device, settings, bundle)
     if names is None:
@@ -161,6 +215,8 @@ def sweep(method: str, mask: str | None = None, data: str = "decoy-cxr", data_op
 def _header(name: str, plan_budget, cfg: TrainConfig, bundle: Bundle, plans: list, url: str, settings,
             spec) -> str:
     """What a sweep is about to do, before it starts."""
+    from dgx.report.load import ORACLE
+
     plan = plans[0]
     grid = " × ".join(f"{k}{v}" for k, v in plan.grid.items())
     lines = [
@@ -246,14 +302,17 @@ def train_one(method: str, mask: str | None = None, data: str = "decoy-cxr", dat
               negative_masks: str | None = None, profile: str | None = None, device: str = "auto",
               runs_dir: Path | None = None) -> tuple[TrainConfig, Bundle, TrainResult]:
     """``dgx train``: one training run from flags and a budget (resumed, or returned at once when done)."""
-    from dgx.train import train
-
     cfg, _ = resolve_config(method, mask, data, data_opt, budget, model=model, weights=weights,
                             image_size=image_size, epochs=epochs, batch_size=batch_size,
                             actdiff_layers=actdiff_layers, lr=lr, wd=wd, lam=lam, seed=seed,
                             negative_masks=negative_masks, profile=profile)
-    build_model(cfg.model, cfg.weights)  # fail fast on a bad model name or weights, before building data
-    bundle = load_data(cfg)
+    if runs_dir is not None:
+        check_folder(runs_dir, "--runs-dir")
+    check_device(device)
+    from dgx.runs import run_dir
+    from dgx.train import train
+
+    bundle = _model_then_data(cfg)
     folder = run_dir(runs_dir or get_settings().runs_dir, cfg.run_id(bundle.fingerprint))
     console.print(f"[bold]dgx train[/] {cfg.method} mask={cfg.mask} profile={cfg.profile} data={cfg.dataset} "
                   f"model={cfg.model} weights={cfg.weights} size={bundle.image_size} epochs={cfg.num_epochs} "
@@ -261,5 +320,5 @@ def train_one(method: str, mask: str | None = None, data: str = "decoy-cxr", dat
     return cfg, bundle, train(cfg, bundle, folder, device=device)
 
 
-__all__ = ["parse_data_options", "check_lam", "resolve_config", "load_data", "sweep", "execute", "study_name",
-           "train_one"]
+__all__ = ["parse_data_options", "check_lam", "check_steps", "resolve_config", "load_data", "check_model", "sweep",
+           "execute", "study_name", "train_one"]

@@ -20,14 +20,29 @@ import optuna
 from dgx.errors import DgxError
 
 
+def check_storage(url: str) -> None:
+    """Whether ``url`` can be opened for writing, without creating anything: a URL, and for a file storage
+    a file (existing or not) in a folder dgx can create and write."""
+    from dgx.checks import check_folder, check_storage_url, storage_file
+
+    check_storage_url(url)
+    path = storage_file(url)
+    if path is None:
+        return
+    check_folder(path.parent, f"storage {url!r}: its folder",
+                 "pass --storage or set DGX_STORAGE to a file in a writable folder")
+    if path.is_dir():
+        raise DgxError(f"storage {url!r} names a folder ({path}); pass --storage or set DGX_STORAGE to a file in it")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise DgxError(f"storage {url!r} is not writable ({path}); pass --storage or set DGX_STORAGE to a writable location")
+
+
 def _writable_file(path: Path, url: str) -> None:
+    check_storage(url)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DgxError(f"cannot create the folder of storage {url!r}: {exc.strerror}; pass --storage or set DGX_STORAGE to a writable location") from None
-    probe = path if path.exists() else path.parent
-    if not os.access(probe, os.W_OK):
-        raise DgxError(f"storage {url!r} is not writable ({probe}); pass --storage or set DGX_STORAGE to a writable location")
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
@@ -37,7 +52,11 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
         path = Path(url[len("journal:///") - 1 :])
         _writable_file(path, url)
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        try:  # replays the file: a foreign or damaged one fails here
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        except Exception as exc:  # noqa: BLE001 - json, Unicode and Optuna errors all mean the same
+            raise DgxError(f"storage {url!r}: {path} is not an Optuna journal file ({type(exc).__name__}); check the "
+                           "--storage URL (or DGX_STORAGE)") from None
     if url.startswith("sqlite:///"):
         _writable_file(Path(url[len("sqlite:///") :].split("?", 1)[0]), url)
     elif "://" not in url:
@@ -46,7 +65,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else {})
     except Exception as exc:  # drivers raise many types; the first line says what is wrong
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DgxError(f"cannot open storage {shown_url(url)!r}: {first}") from None
+        raise DgxError(f"cannot open storage {shown_url(url)!r}: {first}; check the --storage URL (or DGX_STORAGE)") from None
 
 
 def shown_url(url: str) -> str:

@@ -1,0 +1,219 @@
+"""Checks of user input that need no torch, Optuna, pandas or data.
+
+The commands call them before importing anything heavy, so a mistyped flag fails
+in a fraction of a second with one line, and the library (:mod:`dgx.sweep.plan`)
+calls the same functions, so a script gets the same errors. Each raises a
+:class:`~dgx.errors.DgxError` saying what is wrong, where, and how to fix it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+from dgx.errors import DgxError, unknown_choice
+
+SEED_LIMIT = 2**32  # numpy's seeds are 32-bit
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_number(flag: str, value: float | None, *, positive: bool = False) -> None:
+    """``value`` (when given) is a finite number >= 0 (> 0 with ``positive``)."""
+    if value is None:
+        return
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        kind = "positive" if positive else "non-negative"
+        raise DgxError(f"{flag} must be a {kind} number and finite, got {value}; pass e.g. {flag} 1e-3")
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    if not 0 <= seed < SEED_LIMIT:
+        raise DgxError(f"{flag} must be in 0..{SEED_LIMIT - 1}, got {seed}; pass e.g. {flag} 0")
+
+
+def check_name(flag: str, value: str | None, example: str = "my-sweep") -> None:
+    """A name (study, prefix, model): not empty, no surrounding blanks, no control characters."""
+    if value is None:
+        return
+    if not value.strip():
+        raise DgxError(f"{flag} is empty; pass a name, e.g. {flag} {example}, or leave {flag} out for the default")
+    if value != value.strip() or any(ord(c) < 32 for c in value):
+        raise DgxError(f"{flag} {value!r} has leading/trailing blanks or control characters; pass {value.strip()!r}")
+
+
+def check_study(flag: str, value: str | None) -> None:
+    """A study name dgx creates: a name, and not ending in ``.seeds`` (that suffix names a seeds phase)."""
+    check_name(flag, value)
+    if value is not None and value.endswith(".seeds"):
+        raise DgxError(f"{flag} {value!r} ends in .seeds, which dgx reserves for the seeds phase of a study; "
+                       f"pass {value[:-len('.seeds')]!r}")
+
+
+def check_device_name(device: str, flag: str = "--device") -> None:
+    """The form of a device name (whether this machine has it is :func:`check_device`'s job)."""
+    if not _DEVICE.match(device):
+        raise DgxError(f"{flag} {device!r} is not a device dgx can train on; use {' | '.join(DEVICES)}")
+
+
+def check_device(device: str, *, here: bool = True, flag: str = "--device") -> None:
+    """``device`` names one dgx trains on (auto | cpu | cuda | cuda:N | mps) and, with ``here``, one this
+    machine has (workers started elsewhere, e.g. by SLURM, check on their own machine). Imports torch
+    only for a GPU name."""
+    check_device_name(device, flag)
+    if device in ("auto", "cpu") or not here:
+        return
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DgxError(f"{flag} {device}: this machine has no usable CUDA GPU (torch.cuda.is_available() is "
+                           f"False); use {flag} cpu or {flag} auto")
+        n, index = torch.cuda.device_count(), torch.device(device).index
+        if index is not None and index >= n:
+            raise DgxError(f"{flag} {device}: this machine has {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}; pick one "
+                           f"of them, or {flag} cuda")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise DgxError(f"{flag} mps: Apple's MPS backend is not available here; use {flag} cpu or {flag} auto")
+
+
+def check_folder(path: Path | str, what: str, fix: str = "") -> None:
+    """``path`` is a folder dgx can create and write (it may not exist yet); ``what`` names the flag or variable,
+    ``fix`` says what to do instead (default: point ``what`` at a writable folder)."""
+    fix = fix or f"point {what} at a writable folder"
+    path = Path(path)
+    probe = path
+    while not probe.exists():  # the nearest existing ancestor decides
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        where = "is a file" if probe == path else f"is under {probe}, which is a file"
+        raise DgxError(f"{what} {path} {where}, not a folder; {fix}")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise DgxError(f"{what} {path} is not writable ({probe} is read-only for this user); {fix}")
+
+
+def check_out_file(path: Path | str, flag: str = "--out") -> None:
+    """``path`` can be written as a file: not a folder, and its folder can be created and written."""
+    path = Path(path)
+    if path.is_dir():
+        raise DgxError(f"{flag} {path} is a folder; pass a file name, e.g. {flag} {path / 'report.md'}")
+    check_folder(path.parent, f"{flag} {path}: its folder", f"pass {flag} a file in a writable folder")
+
+
+def check_choice(kind: str, value: str | None, choices) -> None:
+    if value is not None and value not in choices:
+        raise unknown_choice(kind, value, choices)
+
+
+def check_flags(method: str, mask: str | None = None, data: str = "decoy-cxr", data_opt: list[str] | None = None, *,
+                lr: float | None = None, wd: float | None = None, lam: float | None = None, seed: int = 0,
+                actdiff_layers: str = "all", negative_masks: str | None = None, profile: str | None = None,
+                device: str = "auto", runs_dir: Path | None = None, image_size: int | None = None,
+                launcher: str = "process", model: str | None = None, weights: str | None = None,
+                **_ignored) -> None:
+    """The training flags that can be checked from their text alone (``dgx train``, ``dgx sweep``).
+
+    Also reads the settings (environment and .env) and checks that the runs and data folders are folders
+    dgx can write. The dataset options are checked by :func:`dgx.data.check_options` (see
+    :func:`dgx.sweep.plan.resolve_config`).
+    """
+    from dgx.config import get_settings
+    from dgx.data import DATASETS
+    from dgx.data.base import MASK_KINDS, NEGATIVE_MASKS
+    from dgx.methods import METHODS
+    from dgx.methods.actdiff import LAYER_CHOICES
+    from dgx.profiles import PROFILES
+
+    settings = get_settings()
+    # An empty value would silently fall back to the budget's ("" is false): it is a mistake.
+    for flag, value, example in (("--mask", mask, "periphery"), ("--model", model, "resnet18"),
+                                 ("--weights", weights, "none"), ("--profile", profile, "paper"),
+                                 ("--negative-masks", negative_masks, "ones")):
+        check_name(flag, value, example)
+    is_path = weights is not None and weights.strip() and weights != "none" and weights.split(":")[0] != "imagenet"
+    if is_path and not Path(weights).is_file():
+        raise DgxError(f"weights file {weights} does not exist; pass --weights imagenet, --weights none or a "
+                       "path to a state dict")
+    check_choice("method", method, METHODS)
+    check_choice("mask", mask, MASK_KINDS)
+    check_choice("dataset", data, DATASETS)
+    check_choice("--actdiff-layers value", actdiff_layers, LAYER_CHOICES)
+    check_choice("--negative-masks value", negative_masks, NEGATIVE_MASKS)
+    check_choice("profile", profile, PROFILES)
+    check_number("--lr", lr, positive=True)
+    check_number("--wd", wd)
+    check_number("--lam", lam)
+    check_seed(seed)
+    check_device(device, here=launcher == "process")  # SLURM jobs run on other machines
+    check_folder(runs_dir if runs_dir is not None else settings.runs_dir,
+                 "--runs-dir" if runs_dir is not None else "DGX_RUNS_DIR")
+    check_folder(settings.data_dir, "DGX_DATA_DIR")
+    from dgx.data import check_options
+
+    # names and types; the value checks need the image size, which may come from the budget
+    check_options(data, dict(parse_options(data_opt)), image_size, complete=image_size is not None)
+
+
+# The names `dgx sweep` takes (dgx.sweep.study and dgx.sweep.launch use these; a test keeps them in step).
+SAMPLERS = ("grid", "tpe", "random")
+PRUNERS = ("none", "median", "hyperband", "asha")
+LAUNCHERS = ("process", "slurm", "local")
+
+
+def check_sweep_flags(sampler: str = "grid", pruner: str = "none", launcher: str = "process", gpus: str | None = None,
+                      storage: str | None = None, study: str | None = None, trials: int | None = None,
+                      seeds: int | None = None, **_ignored) -> None:
+    """The ``dgx sweep`` flags beyond the training ones that can be checked from their text alone."""
+    check_study("--study", study)
+    check_choice("sampler", sampler, SAMPLERS)
+    check_choice("pruner", pruner, PRUNERS)
+    check_choice("launcher", launcher, LAUNCHERS)
+    parse_gpus(gpus)
+    check_storage_url(storage)
+    for flag, value in (("--trials", trials), ("--seeds", seeds)):
+        if value is not None and value < 1:
+            raise DgxError(f"{flag} must be >= 1, got {value}; leave {flag} out for the budget's")
+
+
+def parse_gpus(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return ()
+    ids = tuple(g.strip() for g in text.split(",") if g.strip())
+    if not ids or not all(g.isdigit() for g in ids):
+        raise DgxError(f"--gpus {text!r} must be comma-separated device numbers, e.g. --gpus 0,1,2,3")
+    return ids
+
+
+def check_storage_url(url: str | None, flag: str = "--storage") -> None:
+    if url is not None and "://" not in url:
+        raise DgxError(f"{flag} {url!r} is not a storage URL; use sqlite:///runs/dgx.db, journal:///path/file.journal "
+                       "or postgresql://user@host/db")
+
+
+def storage_file(url: str) -> Path | None:
+    """The file behind an SQLite or Journal storage URL (None for a server or an in-memory database)."""
+    for scheme in ("sqlite:///", "journal:///"):
+        if url.startswith(scheme):
+            path = url[len(scheme) - (1 if scheme == "journal:///" else 0):].split("?", 1)[0]
+            return Path(path) if path and path != ":memory:" else None
+    return None
+
+
+def parse_options(items: list[str] | None, flag: str = "--data-opt") -> tuple[tuple[str, str], ...]:
+    """``KEY=VALUE`` strings as sorted pairs."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DgxError(f"{flag} {item!r} must look like KEY=VALUE, e.g. {flag} decoy_strength=0.99")
+        out[key.strip()] = value.strip()
+    return tuple(sorted(out.items()))
+
+
+__all__ = ["check_number", "check_seed", "check_name", "check_study", "check_device_name", "check_folder",
+           "check_out_file", "check_choice", "check_device", "check_flags", "check_sweep_flags", "check_storage_url", "storage_file",
+           "parse_gpus", "parse_options", "DEVICES", "SAMPLERS", "PRUNERS", "LAUNCHERS"]
