@@ -315,3 +315,19 @@ def test_reproduce_on_decoy_then_report_everything(tmp_path):
         assert r.exit_code == 0 and png.read_bytes()[:4] == b"\x89PNG", r.output
     r = runner.invoke(app, ["report", "--storage", url, "--study", "nope"])
     assert r.exit_code == 2 and "no study name starts with 'nope'" in r.stderr
+
+
+def test_reproduce_with_a_pruner_says_what_it_saved_and_warns(tmp_path):
+    from tests.helpers import cli_data_args
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    extra = [a for a in cli_data_args() if a not in ("--model", "resnet18", "--weights", "none")]
+    result = CliRunner().invoke(app, ["reproduce", "table2", "--data", "decoy-cxr", "--budget", "quick", "--trials", "2",
+                                      "--seeds", "1", "--epochs", "2", "--storage", url, "--pruner", "asha", *extra,
+                                      "--model", "resnet18-w16", "--weights", "none"])
+    assert result.exit_code == 0, result.output
+    saved = [line for line in result.output.splitlines() if "search trained" in line]
+    assert len(saved) == 3 and all("of 4 epochs" in line for line in saved), result.output  # 2 points x 2 epochs
+    assert "seeds phase is never pruned" in result.output
+    bad = CliRunner().invoke(app, ["reproduce", "table2", "--pruner", "sometimes", "--dry-run"])
+    assert bad.exit_code == 2 and "unknown pruner 'sometimes'" in bad.output

@@ -25,6 +25,7 @@ import optuna
 from optuna.trial import TrialState
 
 from dgx import runs
+from dgx.checks import PRUNERS, SAMPLERS  # one list, also checked before any work
 from dgx.config import Settings
 from dgx.data import oracle_options
 from dgx.data.base import Bundle
@@ -167,8 +168,6 @@ def work(plan: SweepPlan, search: optuna.Study, data: Bundle, settings: Settings
     return search.study_name, seeds.study_name
 
 
-SAMPLERS = ("grid", "tpe", "random")
-PRUNERS = ("none", "median", "hyperband", "asha")
 
 
 def make_sampler(name: str, grid: dict[str, list[float]]) -> optuna.samplers.BaseSampler:
