@@ -13,7 +13,10 @@ Part 3 repeats ERM and ActDiff under torch.compile (RRR and GradMask stay
 eager: torch.compile does not support their double backward).
 Part 4 measures trial packing: the aggregate ERM images/s of K = 1, 2, 4
 concurrent batch-16 trainings on the one GPU (`dgx sweep --trials-per-gpu K`).
+Part 5 measures the loader's share of an ERM batch-16 step: the host loader against
+the split held on the GPU (CXR-P-sized: 947 images of 224 px).
 Target: ERM >= 3,000 img/s at batch 128 on an H100. About 4 minutes on an H200.
+`--short` runs part 5 on the CPU with a tiny model: a smoke test of the script.
 """
 
 from __future__ import annotations
@@ -159,11 +162,58 @@ def trial_packing(ks: list[int], seconds: float) -> list[dict]:
     return rows
 
 
+def loader_share(device: str, model_name: str, size: int, n: int, steps: int, batch: int = 16) -> dict:
+    """Step time of ERM fed by the host loader against the split held on the device (dgx.data.loader.Resident):
+    the loader's share of a step is 1 - resident / host."""
+    import numpy as np
+
+    from dgx.data.base import Split
+    from dgx.data.loader import Resident, batches
+
+    rng = np.random.default_rng(0)
+    split = Split(rng.integers(0, 255, (n, size, size), dtype=np.uint8), (np.arange(n) % 4 == 0).astype(np.int64))
+    dev = torch.device(device)
+    model = build_model(model_name, "none").to(dev)
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+    m = build_method("erm", 0.0)
+    cuda = dev.type == "cuda"
+
+    def run(stream) -> float:
+        done, start = 0, None
+        for images, labels, masks in stream:
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                parts = m.loss(model, to_input(images.to(dev, non_blocking=True)), labels.to(dev), masks.to(dev).float())
+            opt.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            opt.step()
+            done += 1
+            if done == 2:  # warm-up
+                torch.cuda.synchronize() if cuda else None
+                start = time.perf_counter()
+            if done == steps + 2:
+                break
+        torch.cuda.synchronize() if cuda else None
+        return (time.perf_counter() - start) / steps
+
+    host = run(batches(split, batch, shuffle=True, seed=0, drop_last=True))
+    resident = run(Resident(split, "none", "ones", dev).batches(batch, shuffle=True, seed=0, drop_last=True))
+    row = {"part": "loader_share", "device": device, "model": model_name, "size": size, "batch": batch,
+           "host_step_ms": 1000 * host, "resident_step_ms": 1000 * resident, "loader_share": 1 - resident / host}
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="gpu_check.json")
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--short", action="store_true", help="CPU smoke test of the script: the loader-share part only, "
+                    "tiny model and images")
     args = ap.parse_args()
+    if args.short:
+        result = {"loader_share": loader_share("cpu", "resnet18-w16", 48, 128, 3)}
+        Path(args.out).write_text(json.dumps(result, indent=1))
+        return
     assert torch.cuda.is_available(), "no CUDA device"
     torch.backends.cudnn.benchmark = True
     info = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
@@ -171,7 +221,8 @@ def main() -> None:
     result = {"info": info, "training": check_training("cuda"),
               "throughput": step_throughput("cuda", "resnet50", 224, [16, 128], args.steps),
               "compiled": step_throughput("cuda", "resnet50", 224, [16, 128], args.steps, compiled=True),
-              "packing": trial_packing([1, 2, 4], seconds=20.0)}
+              "packing": trial_packing([1, 2, 4], seconds=20.0),
+              "loader_share": loader_share("cuda", "resnet50", 224, 947, args.steps * 4)}
     Path(args.out).write_text(json.dumps(result, indent=1))
 
 

@@ -30,7 +30,7 @@ from sklearn.metrics import roc_auc_score
 
 from dgx import runs
 from dgx.data.base import Bundle, Split
-from dgx.data.loader import batches, num_batches
+from dgx.data.loader import Resident, batches, num_batches
 from dgx.data.profile import for_profile
 from dgx.errors import DgxError
 from dgx.methods import method_class, paper_epochs
@@ -94,6 +94,7 @@ class TrainResult:
     selection: str = "auroc"  # what chose the checkpoint: auroc (strict >) | accuracy (>=, the released code)
 
 
+RESIDENT_SHARE = 0.25  # the training split moves to the GPU when it takes at most this share of free memory
 RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(TrainResult))
 REQUIRED_RESULT = ("val_auroc", "best_epoch", "auroc")  # a stored result without these is damaged
 
@@ -214,15 +215,27 @@ class _Run:
         self.start, self.best_val, self.best_epoch, self.history = ck["epoch"], ck["best_val"], ck["best_epoch"], ck["history"]
         log.info("resuming %s from epoch %d/%d", self.dir.name, self.start, self.epochs)
 
+    def resident(self, split: Split) -> Resident | None:
+        """The training split on the GPU when it takes at most a quarter of the free memory, else None (the
+        host loader). Built once per run; CPU training always uses the host loader."""
+        if not hasattr(self, "_resident"):
+            self._resident = None
+            if self.cuda and Resident.nbytes(split, self.cfg.mask) <= RESIDENT_SHARE * torch.cuda.mem_get_info(self.dev)[0]:
+                self._resident = Resident(split, self.cfg.mask, self.cfg.negative_masks, self.dev)
+        return self._resident
+
     def train_epoch(self, split: Split, epoch: int, steps: int, advance: Callable[[], None]) -> float:
         """One pass over the training split; the mean training loss (raises if it is not finite)."""
         cfg = self.cfg
         self.model.train()
         loss_sum = torch.zeros((), device=self.dev)
         # drop_last: a trailing batch of one breaks train-mode batch norm.
-        for images, labels, masks in batches(split, cfg.batch_size, cfg.mask, shuffle=True,
-                                             seed=cfg.seed * 100_003 + epoch, drop_last=True,
-                                             negatives=cfg.negative_masks):
+        seed = cfg.seed * 100_003 + epoch
+        resident = self.resident(split)
+        stream = (resident.batches(cfg.batch_size, shuffle=True, seed=seed, drop_last=True) if resident is not None
+                  else batches(split, cfg.batch_size, cfg.mask, shuffle=True, seed=seed, drop_last=True,
+                               negatives=cfg.negative_masks))
+        for images, labels, masks in stream:
             x = self.normalize(images.to(self.dev, non_blocking=True))
             if self.cuda:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -42,3 +42,16 @@ def test_official_step_bench_short_prints_every_method(tmp_path):
     for kind, row in data["steps"].items():
         assert kind in result.stdout and row["batched_ms"] > 0 and row["per_image_ms"] > 0
         assert row["loss_rel_diff"] < 1e-6  # float64: the batched step computes the per-image loop's loss
+
+
+def test_gpu_check_short_mode_runs_on_cpu(tmp_path):
+    """The GPU script's CPU smoke test: its loader-share part, host loader against device-resident data."""
+    import os
+
+    out = tmp_path / "gc.json"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--short", "--out", str(out)],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = json.loads(out.read_text())["loader_share"]
+    assert row["host_step_ms"] > 0 and row["resident_step_ms"] > 0 and row["loader_share"] < 1

@@ -47,6 +47,40 @@ def batches(
         yield images, labels, masks
 
 
+class Resident:
+    """A training split's tensors held on one device (the GPU) once; batches are indexed there.
+
+    CXR-P is 947 images of 224² uint8 (~48 MB with a mask), so on a GPU the whole
+    split fits many times over, and a batch becomes two ``index_select`` calls
+    instead of a host gather and a copy per step. The order is :func:`batches`'
+    own (the same permutation from the same seed), so results do not depend on
+    which path ran.
+    """
+
+    def __init__(self, split: Split, mask_kind: str, negatives: str, device: torch.device | str) -> None:
+        self.n = len(split)
+        self.images = torch.as_tensor(np.ascontiguousarray(split.images), device=device)[:, None]
+        self.labels = torch.as_tensor(np.asarray(split.labels, dtype=np.int64), device=device)
+        mask = split.mask(mask_kind, negatives) if mask_kind != "none" else None
+        self.masks = None if mask is None else torch.as_tensor(np.ascontiguousarray(mask), device=device)[:, None]
+
+    @staticmethod
+    def nbytes(split: Split, mask_kind: str) -> int:
+        """Device memory the split takes: images, plus the mask when one is used."""
+        return int(np.prod(split.images.shape)) * (1 if mask_kind == "none" else 2) + 8 * len(split)
+
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int | None = None,
+                drop_last: bool = False) -> Iterator[Batch]:
+        order = np.random.default_rng(seed).permutation(self.n) if shuffle else np.arange(self.n)
+        index = torch.as_tensor(order, device=self.images.device)
+        stop = self.n - self.n % batch_size if drop_last else self.n
+        for start in range(0, stop, batch_size):
+            idx = index[start : start + batch_size]
+            images = self.images.index_select(0, idx)
+            masks = torch.ones_like(images) if self.masks is None else self.masks.index_select(0, idx)
+            yield images, self.labels.index_select(0, idx), masks
+
+
 def num_batches(split: Split, batch_size: int, drop_last: bool = False) -> int:
     n = len(split)
     return n // batch_size if drop_last else -(-n // batch_size)
