@@ -48,7 +48,7 @@ def _folders(runs_dir: Path) -> list[Path]:
 def _damage(folder: Path) -> str | None:
     """Why ``folder`` cannot be trusted, or None."""
     if (folder / runs.RESULT).exists():
-        problems = runs.verify(folder, ("val_auroc", "best_epoch", "auroc"))[1]
+        problems = runs.verify(folder)[1]
         return problems[0] if problems else None
     if (folder / runs.LAST).exists():
         import torch

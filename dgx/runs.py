@@ -108,6 +108,7 @@ def atomic_folder(path: Path | str) -> Iterator[Path]:
 
 QUARANTINE = "quarantine"  # damaged run folders are moved to <runs_dir>/quarantine/<run_id>-<UTC time>/
 SEALED = (BEST, SCORES, GROUPS)  # the finished run's files whose size and sha256 result.json records
+REQUIRED_RESULT = ("val_auroc", "best_epoch", "auroc")  # a stored result without these is damaged
 
 
 def digest(path: Path) -> dict[str, Any]:
@@ -126,7 +127,7 @@ def seal(folder: Path) -> dict[str, dict[str, Any]]:
     return {name: digest(Path(folder) / name) for name in SEALED if (Path(folder) / name).is_file()}
 
 
-def verify(folder: Path, required: tuple[str, ...] = ()) -> tuple[dict | None, list[str]]:
+def verify(folder: Path, required: tuple[str, ...] = REQUIRED_RESULT) -> tuple[dict | None, list[str]]:
     """A finished run's stored result and what is wrong with the folder ([] when it can be trusted).
 
     The result must parse as a JSON object holding every ``required`` field;

@@ -96,7 +96,6 @@ class TrainResult:
 
 RESIDENT_SHARE = 0.25  # the training split moves to the GPU when it takes at most this share of free memory
 RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(TrainResult))
-REQUIRED_RESULT = ("val_auroc", "best_epoch", "auroc")  # a stored result without these is damaged
 
 
 def save_groups(run_dir: Path, domains: dict) -> None:
@@ -128,7 +127,7 @@ def train(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if (run_dir / runs.RESULT).exists():
-        stored, problems = runs.verify(run_dir, REQUIRED_RESULT)
+        stored, problems = runs.verify(run_dir)
         if not problems:
             if not (run_dir / runs.GROUPS).exists():  # a run from before subgroup keys were stored
                 save_groups(run_dir, {data.source: data.test, **data.targets})
