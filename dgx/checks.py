@@ -203,13 +203,14 @@ def storage_file(url: str) -> Path | None:
     return None
 
 
-def parse_options(items: list[str] | None, flag: str = "--data-opt") -> tuple[tuple[str, str], ...]:
+def parse_options(items: list[str] | None, flag: str = "--data-opt",
+                  example: str = "decoy_strength=0.99") -> tuple[tuple[str, str], ...]:
     """``KEY=VALUE`` strings as sorted pairs."""
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise DgxError(f"{flag} {item!r} must look like KEY=VALUE, e.g. {flag} decoy_strength=0.99")
+            raise DgxError(f"{flag} {item!r} must look like KEY=VALUE, e.g. {flag} {example}")
         out[key.strip()] = value.strip()
     return tuple(sorted(out.items()))
 

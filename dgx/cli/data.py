@@ -15,13 +15,9 @@ data_app = typer.Typer(no_args_is_help=True, help="Prepare real chest X-ray data
 
 
 def parse_opts(items: list[str] | None) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise DgxError(f"--opt {item!r} must look like KEY=VALUE, e.g. --opt siim_map=nih_siim.csv")
-        out[key.strip()] = value.strip()
-    return out
+    from dgx.checks import parse_options
+
+    return dict(parse_options(items, "--opt", "siim_map=nih_siim.csv"))
 
 
 @data_app.command("prepare")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections import Counter
 
 import optuna
@@ -42,11 +41,11 @@ def _open(storage: str | optuna.storages.BaseStorage) -> tuple[optuna.storages.B
         return storage, type(storage).__name__
     # Opening a missing SQLite file would silently create an empty database,
     # which then reports "no studies" instead of the real mistake: a bad path.
-    for scheme in ("sqlite:///", "journal:///"):
-        if storage.startswith(scheme):
-            path = storage[len(scheme) - (1 if scheme == "journal:///" else 0):].split("?", 1)[0]
-            if path and path != ":memory:" and not os.path.exists(path):
-                raise DgxError(f"Optuna storage file {path!r} does not exist; check the --storage URL {storage!r}")
+    from dgx.checks import storage_file
+
+    path = storage_file(storage)
+    if path is not None and not path.exists():
+        raise DgxError(f"Optuna storage file {str(path)!r} does not exist; check the --storage URL {storage!r}")
     from dgx.sweep.storage import open_storage  # the same URL forms as `dgx sweep` (journal:// too)
 
     return open_storage(storage), storage
