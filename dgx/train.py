@@ -125,22 +125,12 @@ def train(
     (for tracking and pruning; it may raise to stop the run).
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if (run_dir / runs.RESULT).exists():
-        stored, problems = runs.verify(run_dir)
-        if not problems:
-            if not (run_dir / runs.GROUPS).exists():  # a run from before subgroup keys were stored
-                save_groups(run_dir, {data.source: data.test, **data.targets})
-            return TrainResult(**{k: stored[k] for k in RESULT_FIELDS if k in stored})
-        runs.quarantine(run_dir, problems[0])
-        run_dir.mkdir(parents=True, exist_ok=True)
+    if (stored := _stored(run_dir, data)) is not None:
+        return stored
     started = time.perf_counter()
     profile = get_profile(cfg.profile)
     data = for_profile(data, profile, cfg.seed, cfg.mask)
-    steps = num_batches(data.train, cfg.batch_size, drop_last=True)
-    if steps == 0:  # before any model is built: an "empty" run must never be stored as finished
-        raise DgxError(f"batch size {cfg.batch_size} is larger than the {len(data.train)} training images of "
-                       f"{data.source}: no optimizer step would run; lower --batch-size or use more training images")
+    steps = _steps(cfg, data)
     run = _Run(cfg, profile, _device(device), run_dir)
     bar, own_bar = _progress(progress)
     task = bar.add_task(f"{cfg.method}/{cfg.mask} seed {cfg.seed}", total=run.epochs * steps,
@@ -159,6 +149,165 @@ def train(
         else:
             bar.remove_task(task)
     return run.finish(data, eval_batch_size, started)
+
+
+def train_packed(
+    cfgs: list[TrainConfig],
+    data: Bundle,
+    run_dirs: list[Path],
+    *,
+    device: str = "auto",
+    on_epoch: Callable[[int, int, dict], None] | None = None,
+    progress: object = True,
+    eval_batch_size: int = 128,
+) -> list[TrainResult | Exception]:
+    """Train configs that differ only in learning rate and weight decay as one pack (dgx/pack.py).
+
+    Each member keeps its own run folder, written exactly as :func:`train` writes it (so a pack resumes
+    alone or packed, and a finished folder serves either), and its result equals the one trained alone
+    within float tolerance. ``on_epoch(i, epoch, stats)`` is called for ``cfgs[i]``; an exception it raises
+    (e.g. a pruned trial) stops that member only, as does a non-finite loss; the list returned holds each
+    config's TrainResult or the exception that stopped it. Members resumed at different epochs train as
+    separate packs.
+    """
+    from dgx.pack import check_packable
+
+    outcomes: list[TrainResult | Exception | None] = [_stored(Path(d), data) for d in run_dirs]
+    todo = [i for i, o in enumerate(outcomes) if o is None]
+    if not todo:
+        return outcomes
+    started = time.perf_counter()
+    profile = get_profile(cfgs[0].profile)
+    check_packable([cfgs[i] for i in todo], profile)
+    data = for_profile(data, profile, cfgs[0].seed, cfgs[0].mask)
+    steps = _steps(cfgs[0], data)
+    dev = _device(device)
+    members = {i: _Run(cfgs[i], profile, dev, Path(run_dirs[i])) for i in todo}
+    bar, own_bar = _progress(progress)
+    try:
+        for start in sorted({m.start for m in members.values()}):
+            group = {i: m for i, m in members.items() if m.start == start}
+            for i, outcome in _Pack(group, bar, steps).train(data, on_epoch, eval_batch_size, started).items():
+                outcomes[i] = outcome
+    finally:
+        if own_bar:
+            bar.stop()
+    return outcomes
+
+
+class _Pack:
+    """Members (each a _Run: its own run folder, model, optimizer and schedule) trained as one wide network.
+
+    After every epoch the pack's weights and optimizer state are copied back into the members, which then
+    step their own schedules, select and checkpoint exactly as alone; a member that stops (pruned, or a
+    non-finite loss) leaves the pack, which is rebuilt from the members that remain.
+    """
+
+    def __init__(self, members: dict[int, _Run], bar, steps: int) -> None:
+        self.members, self.bar, self.steps = dict(members), bar, steps
+        first = next(iter(members.values()))
+        self.cfg, self.dev, self.cuda, self.method = first.cfg, first.dev, first.cuda, first.method
+        self.normalize, self.amp, self.profile, self.epochs = first.normalize, first.amp, first.profile, first.epochs
+        self.resident = first.resident
+        self.start = first.start
+        self._build()
+
+    def _build(self) -> None:
+        from dgx.pack import PackedAdam, pack_models
+        runs_ = list(self.members.values())
+        self.model = pack_models([m.model for m in runs_]).to(self.dev)
+        if self.cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.opt = PackedAdam(list(self.model.parameters()), len(runs_), betas=runs_[0].opt.defaults["betas"],
+                              eps=runs_[0].opt.defaults["eps"])
+        self.opt.load_members([m.opt.state_dict() for m in runs_])
+        self.opt.wd = torch.tensor([m.cfg.wd for m in runs_], dtype=torch.float64)
+        self._rates()
+
+    def _rates(self) -> None:
+        self.opt.lr = torch.tensor([m.opt.param_groups[0]["lr"] for m in self.members.values()], dtype=torch.float64)
+
+    def _sync(self) -> None:
+        """The pack's weights and Adam state into each member's own model and optimizer."""
+        from dgx.pack import load_members
+        runs_ = list(self.members.values())
+        load_members(self.model, [m.model for m in runs_])
+        for k, m in enumerate(runs_):
+            m.opt.load_state_dict(self.opt.member_state(k, m.opt))
+
+    def train(self, data: Bundle, on_epoch, eval_batch_size: int, started: float) -> dict[int, TrainResult | Exception]:
+        cfg, out = self.cfg, {}
+        task = self.bar.add_task(f"{cfg.method}/{cfg.mask} seed {cfg.seed} ×{len(self.members)} packed",
+                                 total=self.epochs * self.steps, completed=self.start * self.steps, status="")
+        try:
+            for epoch in range(self.start, self.epochs):
+                losses = epoch_losses(self, data.train, epoch, self.steps, lambda: self.bar.advance(task))
+                self._sync()
+                scores = predict(self.model, data.val, self.dev, eval_batch_size, self.profile.normalization)
+                stopped = []
+                for k, (i, member) in enumerate(self.members.items()):
+                    try:
+                        check_finite(float(losses[k]), epoch)
+                        member.opt.step()  # no gradients: a no-op that lets its schedule step without a warning
+                        member.sched.step()
+                        stats = member.evaluate_and_select(data.val, epoch, float(losses[k]), eval_batch_size,
+                                                           scores=scores[:, k])
+                        member.save_last()
+                        if on_epoch is not None:
+                            on_epoch(i, epoch + 1, stats)
+                    except Exception as exc:  # noqa: BLE001 - this member stops; the others go on
+                        out[i] = exc
+                        stopped.append(i)
+                self.bar.update(task, status=f"{len(self.members) - len(stopped)} training")
+                if stopped:
+                    self.members = {i: m for i, m in self.members.items() if i not in stopped}
+                    if not self.members:
+                        return out
+                    self._build()
+                else:
+                    self._rates()
+        finally:
+            self.bar.remove_task(task)
+        return {**out, **self._finish(data, eval_batch_size, started)}
+
+    def _finish(self, data: Bundle, batch_size: int, started: float) -> dict[int, TrainResult]:
+        """Each member's selected checkpoint, scored on every domain in one packed pass per domain."""
+        from dgx.pack import pack_models
+        runs_ = list(self.members.values())
+        for m in runs_:
+            m.load_best()
+        scorer = pack_models([m.model for m in runs_]).to(self.dev)
+        if self.cuda:
+            scorer = scorer.to(memory_format=torch.channels_last)
+        domains = {data.source: data.test, **data.targets}
+        scores = {name: predict(scorer, split, self.dev, batch_size, self.profile.normalization)
+                  for name, split in domains.items()}
+        return {i: m.finish(data, batch_size, started, scores={name: s[:, k] for name, s in scores.items()})
+                for k, (i, m) in enumerate(self.members.items())}
+
+
+def _stored(run_dir: Path, data: Bundle) -> TrainResult | None:
+    """The run folder's finished result when it verifies; a folder that does not is quarantined (None)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / runs.RESULT).exists():
+        return None
+    stored, problems = runs.verify(run_dir)
+    if not problems:
+        if not (run_dir / runs.GROUPS).exists():  # a run from before subgroup keys were stored
+            save_groups(run_dir, {data.source: data.test, **data.targets})
+        return TrainResult(**{k: stored[k] for k in RESULT_FIELDS if k in stored})
+    runs.quarantine(run_dir, problems[0])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def _steps(cfg: TrainConfig, data: Bundle) -> int:
+    """Optimizer steps per epoch; checked before any model is built: an "empty" run must never be stored."""
+    steps = num_batches(data.train, cfg.batch_size, drop_last=True)
+    if steps == 0:
+        raise DgxError(f"batch size {cfg.batch_size} is larger than the {len(data.train)} training images of "
+                       f"{data.source}: no optimizer step would run; lower --batch-size or use more training images")
+    return steps
 
 
 def _device(device: str) -> torch.device:
@@ -225,35 +374,17 @@ class _Run:
 
     def train_epoch(self, split: Split, epoch: int, steps: int, advance: Callable[[], None]) -> float:
         """One pass over the training split; the mean training loss (raises if it is not finite)."""
-        cfg = self.cfg
-        self.model.train()
-        loss_sum = torch.zeros((), device=self.dev)
-        # drop_last: a trailing batch of one breaks train-mode batch norm.
-        seed = cfg.seed * 100_003 + epoch
-        resident = self.resident(split)
-        stream = (resident.batches(cfg.batch_size, shuffle=True, seed=seed, drop_last=True) if resident is not None
-                  else batches(split, cfg.batch_size, cfg.mask, shuffle=True, seed=seed, drop_last=True,
-                               negatives=cfg.negative_masks))
-        for images, labels, masks in stream:
-            x = self.normalize(images.to(self.dev, non_blocking=True))
-            if self.cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with self.amp:
-                parts = self.method.loss(self.model, x, labels.to(self.dev), masks.to(self.dev).float())
-            self.opt.zero_grad(set_to_none=True)
-            parts["loss"].backward()
-            self.opt.step()
-            loss_sum += parts["loss"].detach()
-            advance()
-        train_loss = loss_sum.item() / max(steps, 1)
-        if not math.isfinite(train_loss):
-            raise NonFiniteLossError(f"non-finite training loss ({train_loss}) in epoch {epoch + 1}; lower --lr or --lam")
+        train_loss = float(epoch_losses(self, split, epoch, steps, advance))
+        check_finite(train_loss, epoch)
         self.sched.step()
         return train_loss
 
-    def evaluate_and_select(self, val: Split, epoch: int, train_loss: float, batch_size: int) -> dict:
-        """Score the validation split; keep this epoch's weights as best.pt if the profile's rule selects it."""
-        scores = predict(self.model, val, self.dev, batch_size, self.profile.normalization)
+    def evaluate_and_select(self, val: Split, epoch: int, train_loss: float, batch_size: int,
+                            scores: np.ndarray | None = None) -> dict:
+        """Score the validation split (or take its ``scores``, from a pack); keep this epoch's weights as
+        best.pt if the profile's rule selects it."""
+        if scores is None:
+            scores = predict(self.model, val, self.dev, batch_size, self.profile.normalization)
         val_auroc = _auroc(np.asarray(val.labels), scores)
         acc = accuracy(np.asarray(val.labels), scores)
         # AUROC: strict, ties keep the earlier checkpoint; accuracy: >=, later ties win (released code).
@@ -278,12 +409,18 @@ class _Run:
                     f"best acc {self.best_val:.1f}%")
         return f"loss {stats['train_loss']:.3f} val {stats['val_auroc']:.3f} best {self.best_val:.3f}"
 
-    def finish(self, data: Bundle, batch_size: int, started: float) -> TrainResult:
-        """Test the selected checkpoint on every domain; store its scores and the result (the "done" marker)."""
+    def load_best(self) -> None:
         self.model.load_state_dict(torch.load(self.dir / runs.BEST, map_location=self.dev, weights_only=True))
+
+    def finish(self, data: Bundle, batch_size: int, started: float,
+               scores: dict[str, np.ndarray] | None = None) -> TrainResult:
+        """Test the selected checkpoint on every domain (or take its ``scores``, from a pack); store its
+        scores and the result (the "done" marker)."""
         domains = {data.source: data.test, **data.targets}
-        norm = self.profile.normalization
-        scores = {name: predict(self.model, split, self.dev, batch_size, norm) for name, split in domains.items()}
+        if scores is None:
+            self.load_best()
+            norm = self.profile.normalization
+            scores = {name: predict(self.model, split, self.dev, batch_size, norm) for name, split in domains.items()}
         # The selected checkpoint's scores stay in the run folder (ROC curves, paired tests); never uploaded.
         labels = {name: np.asarray(split.labels) for name, split in domains.items()}
         runs.save_scores(self.dir / runs.SCORES, {name: (labels[name], scores[name]) for name in domains})
@@ -305,10 +442,42 @@ class _Run:
         return result
 
 
+def epoch_losses(run, split: Split, epoch: int, steps: int, advance: Callable[[], None]) -> torch.Tensor:
+    """One pass of ``run`` (a _Run, or a pack of them) over the training split: the mean training loss,
+    () or, for a pack, one per member (K,)."""
+    cfg = run.cfg
+    run.model.train()
+    loss_sum = torch.zeros((), device=run.dev)
+    # drop_last: a trailing batch of one breaks train-mode batch norm.
+    seed = cfg.seed * 100_003 + epoch
+    resident = run.resident(split)
+    stream = (resident.batches(cfg.batch_size, shuffle=True, seed=seed, drop_last=True) if resident is not None
+              else batches(split, cfg.batch_size, cfg.mask, shuffle=True, seed=seed, drop_last=True,
+                           negatives=cfg.negative_masks))
+    for images, labels, masks in stream:
+        x = run.normalize(images.to(run.dev, non_blocking=True))
+        if run.cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with run.amp:
+            parts = run.method.loss(run.model, x, labels.to(run.dev), masks.to(run.dev).float())
+        run.opt.zero_grad(set_to_none=True)
+        loss = parts["loss"]
+        (loss.sum() if loss.dim() else loss).backward()  # a pack's members' losses are independent: Σ_k
+        run.opt.step()
+        loss_sum = loss_sum + loss.detach()
+        advance()
+    return loss_sum.cpu().double() / max(steps, 1)
+
+
+def check_finite(train_loss: float, epoch: int) -> None:
+    if not math.isfinite(train_loss):
+        raise NonFiniteLossError(f"non-finite training loss ({train_loss}) in epoch {epoch + 1}; lower --lr or --lam")
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, split: Split, device: torch.device, batch_size: int = 128,
             normalization: str = "imagenet") -> np.ndarray:
-    """P(pneumothorax) for every image of ``split``, in order."""
+    """P(pneumothorax) for every image of ``split``, in order: (N,), or (N, K) for a packed model."""
     model.eval()
     cuda = device.type == "cuda"
     out = []

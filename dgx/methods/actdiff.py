@@ -122,8 +122,8 @@ class _DistanceHooks:
     released code's reading, which sees later in-place ops); else measure it in the hook.
     """
 
-    def __init__(self, layers: list[nn.Module], pairs, after: bool = False) -> None:
-        self.pairs, self.after = pairs, after
+    def __init__(self, layers: list[nn.Module], pairs, after: bool = False, models: int = 1) -> None:
+        self.pairs, self.after, self.models = pairs, after, models
         self.outputs: list[torch.Tensor] = []
         self.handles = [layer.register_forward_hook(self._hook) for layer in layers]
 
@@ -133,10 +133,12 @@ class _DistanceHooks:
     def _distance(self, out: torch.Tensor) -> torch.Tensor:
         import torch
         a, b = self.pairs(out)
+        if self.models > 1:  # a packed model: model k's activations are the k-th block of channels
+            return torch.linalg.vector_norm((a - b).unflatten(1, (self.models, -1)).flatten(2).float(), dim=2)
         return torch.linalg.vector_norm((a - b).flatten(1).float(), dim=1)
 
     def distances(self) -> torch.Tensor:
-        """(layers, pairs)."""
+        """(layers, pairs), or (layers, pairs, K) for a packed model of K."""
         import torch
         return torch.stack([self._distance(o) for o in self.outputs] if self.after else self.outputs)
 
@@ -198,6 +200,7 @@ class ActDiff(Method):
         import torch
 
         from dgx.methods.per_sample import constrained_rows
+        from dgx.pack import pack_size
         if self.per_sample:
             return self._loss_per_sample(model, x, y, m)
         b = x.shape[0]
@@ -211,11 +214,12 @@ class ActDiff(Method):
             clean, masked = out.split([out.shape[0] - p, p])
             return clean.index_select(0, rows), masked
 
-        with _DistanceHooks(self.hooked(model), pairs, after=self.tensors == "released") as hooks:
+        k = pack_size(model)
+        with _DistanceHooks(self.hooked(model), pairs, after=self.tensors == "released", models=k) as hooks:
             logits = model(torch.cat([x, x_masked]))
-        # (layers, P): mean over layers, sum over the shuffled samples; the other B − P
+        # (layers, P[, K]): mean over layers, sum over the shuffled samples; the other B − P
         # samples' distances are exactly zero.
-        penalty = hooks.distances().mean(0).sum()
+        penalty = hooks.distances().mean(0).sum(0) if k > 1 else hooks.distances().mean(0).sum()
         return self.combine(self.ce(logits[:b], y), penalty)
 
     def _loss_per_sample(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,

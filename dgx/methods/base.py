@@ -6,6 +6,11 @@ attribution mask ``m`` (B, 1, H, W) with 1 = "may attend here", it returns a
 dict with the total ``loss`` and its named parts. The training loop owns the
 optimizer, AMP, devices and ``backward()``.
 
+A packed model (dgx/pack.py: K trainings as one wide network) returns logits
+(B, classes, K); a method then returns every part as a (K,) vector, one value
+per packed model, with the same arithmetic per model as alone, and input
+gradients taken with respect to a per-model input copy (K, B, 3, H, W).
+
 Masks follow the paper's reference code: images without an annotation
 (negatives, unannotated positives) carry an all-ones mask, so every penalty is
 exactly zero for them.
@@ -66,9 +71,16 @@ class Method:
 
     @staticmethod
     def ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy, computed in float32 even under autocast."""
+        """Mean cross-entropy, computed in float32 even under autocast; per model for packed logits (B, 2, K)."""
         import torch.nn.functional as F
+        if logits.dim() == 3:
+            return F.cross_entropy(logits.float(), y[:, None].expand(-1, logits.shape[2]), reduction="none").mean(0)
         return F.cross_entropy(logits.float(), y)
+
+    @staticmethod
+    def total(t: torch.Tensor, packed: bool) -> torch.Tensor:
+        """Σ of all of ``t``'s elements; per model (over all but the leading axis) when ``packed``."""
+        return t.flatten(1).sum(1) if packed else t.sum()
 
     def combine(self, ce: torch.Tensor, penalty: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"loss": ce + self.lam * penalty, "ce": ce, "penalty": penalty}

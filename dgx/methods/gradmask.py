@@ -25,7 +25,7 @@ def gradmask_penalty(x: torch.Tensor, logits: torch.Tensor, m: torch.Tensor) -> 
     import torch
     contrast = (logits[:, 1].float() - logits[:, 0].float()).abs().sum()
     (grad,) = torch.autograd.grad(contrast, x, create_graph=True)
-    return ((1 - m) * grad.float()).abs().sum()
+    return Method.total(((1 - m) * grad.float()).abs(), packed=grad.dim() == 5)
 
 
 class GradMask(Method):

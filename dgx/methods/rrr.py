@@ -37,9 +37,14 @@ def differentiable_pass(model: nn.Module, x: torch.Tensor,
     """(x as a leaf that requires grad, logits): a forward pass whose input gradient can be differentiated.
 
     ``per_sample``: a per-sample batch-norm mode (each sample's own statistics) to run the pass in.
+    For a packed model of K, x is (K, B, 3, H, W): model k's copy in row k.
     """
     from dgx.methods.second_order import second_order
-    x = x.detach().requires_grad_(True)
+    from dgx.pack import pack_size
+    x = x.detach()
+    if (k := pack_size(model)) > 1:  # one input copy per packed model, so each input gradient is its own
+        x = x.expand(k, *x.shape)
+    x = x.requires_grad_(True)
     with second_order(), (per_sample or contextlib.nullcontext()):  # per-sample innermost: it handles calls first
         logits = model(x)
     return x, logits
@@ -87,7 +92,7 @@ def input_gradient(model: nn.Module, x: torch.Tensor, *, log_eps: bool = False) 
 def rrr_penalty(x: torch.Tensor, logits: torch.Tensor, m: torch.Tensor, log_eps: bool = False) -> torch.Tensor:
     import torch
     (grad,) = torch.autograd.grad(summed_log_probs(logits, log_eps), x, create_graph=True)
-    return ((1 - m) * grad.float()).pow(2).sum()
+    return Method.total(((1 - m) * grad.float()).pow(2), packed=grad.dim() == 5)
 
 
 class RRR(Method):
