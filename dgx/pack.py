@@ -42,8 +42,7 @@ from torch import nn
 from torch.nn.utils import skip_init
 
 from dgx.errors import DgxError
-
-PACKED_FIELDS = ("lr", "wd")  # what may differ between the members of a pack
+from dgx.sweep.space import PACKED_FIELDS  # what may differ between the members of a pack
 
 
 def pack_size(model: nn.Module) -> int:
@@ -62,9 +61,17 @@ def check_packable(cfgs: Sequence, profile) -> None:
     if len(keys) > 1:
         raise DgxError(f"packed trials must differ only in {' and '.join(PACKED_FIELDS)}; these differ in more "
                        "(method, mask, λ, seed, data or model): pack grid points of one λ and seed")
+    check_model_packable(next(iter(cfgs)).model, profile)
+
+
+def check_model_packable(model: str, profile) -> None:
+    """A one-line DgxError unless trainings of ``model`` under ``profile`` can be packed."""
     if profile.penalty_bn == "per_sample":
         raise DgxError(f"profile {profile.name!r} computes penalties with per-sample batch norm, which packing "
                        "does not support; use --pack 1 (the default) or --profile paper")
+    if not model.startswith(("resnet", "wide_resnet", "resnext")):
+        raise DgxError(f"packed trials need torchvision ResNets (resnet18/50, resnet18-w16, ...), not {model!r}; "
+                       "use --pack 1 for other models")
 
 
 class _Stem(nn.Module):
@@ -273,5 +280,5 @@ class PackedAdam:
         return {"state": state, "param_groups": sd["param_groups"]}
 
 
-__all__ = ["pack_models", "pack_size", "pack_key", "check_packable", "member_state", "load_members",
+__all__ = ["pack_models", "pack_size", "pack_key", "check_packable", "check_model_packable", "member_state", "load_members",
            "slice_member", "PackedAdam", "PACKED_FIELDS"]

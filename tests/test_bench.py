@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -45,13 +47,77 @@ def test_official_step_bench_short_prints_every_method(tmp_path):
 
 
 def test_gpu_check_short_mode_runs_on_cpu(tmp_path):
-    """The GPU script's CPU smoke test: its loader-share part, host loader against device-resident data."""
+    """The GPU script's CPU smoke test: step ratios with and without the second-order route, packed trials,
+    the throughput table dgx reproduce reads, and the loader's share."""
+    import datetime as dt
+    import importlib.util
     import os
 
-    out = tmp_path / "gc.json"
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--short", "--out", str(out)],
+    from dgx.throughput import load_table
+
+    out, table = tmp_path / "gc.json", tmp_path / "results" / "throughput.json"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--short", "--out", str(out),
+                             "--table", str(table)],
                             capture_output=True, text=True, cwd=tmp_path, timeout=300,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr[-2000:]
-    row = json.loads(out.read_text())["loader_share"]
+    data = json.loads(out.read_text())
+    row = data["loader_share"]
     assert row["host_step_ms"] > 0 and row["resident_step_ms"] > 0 and row["loader_share"] < 1
+
+    steps = {(r["method"], r["route"]): r for r in data["step_ratio"]["rows"]}
+    assert set(steps) == {("erm", "-"), ("actdiff", "-"), ("rrr", "second_order"), ("rrr", "generic"),
+                          ("gradmask", "second_order"), ("gradmask", "generic")}
+    for r in steps.values():
+        assert r["batch"] == 16 and r["img_s"] == pytest.approx(16 / (r["step_ms"] / 1000))
+    ratios = data["step_ratio"]["ratios"]
+    assert ratios["rrr/erm b16 second_order"] == pytest.approx(
+        steps[("rrr", "second_order")]["step_ms"] / steps[("erm", "-")]["step_ms"])
+    assert "rrr second-order speedup b16" in ratios
+
+    t = json.loads(table.read_text())
+    assert set(t) == {"measured", "device", "torch", "batch", "image_size", "model", "img_s", "source"}
+    assert (t["device"], t["batch"], t["model"]) == ("cpu", 16, "resnet18-w16") and "--short" in t["source"]
+    dt.datetime.fromisoformat(t["measured"])
+    assert set(t["img_s"]) == {"erm", "actdiff", "rrr", "gradmask"}
+    assert list(table.parent.iterdir()) == [table]  # written atomically: no temporary file left
+    load_table(table)  # what dgx reproduce --throughput reads
+    if importlib.util.find_spec("dgx.pack") is None:
+        return
+    packed = {(r["method"], r["k"], r["packed"]): r for r in data["packed"]["rows"] if "step_ms" in r}
+    assert set(packed) == {(m, k, p) for m in ("erm", "rrr") for k, p in ((1, False), (1, True), (2, True))}
+    for m in ("erm", "rrr"):  # the table holds one plain trial as "1" and the K=2 pack's aggregate as "2"
+        assert t["img_s"][m]["1"] == pytest.approx(packed[(m, 1, False)]["aggregate_img_s"])
+        assert t["img_s"][m]["2"] == pytest.approx(2 * 16 / (packed[(m, 2, True)]["step_ms"] / 1000))
+        two = packed[(m, 2, True)]
+        assert two["speedup_vs_1"] == pytest.approx(two["aggregate_img_s"] / packed[(m, 1, False)]["aggregate_img_s"])
+
+
+def test_gpu_check_generic_route_leaves_out_second_order():
+    """Without the second-order route, differentiable_pass runs no second_order mode; after it, it does again."""
+    import importlib.util
+
+    import torch
+
+    from dgx.methods.rrr import differentiable_pass
+    from dgx.methods.second_order import second_order
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            modes = torch.overrides._get_current_function_mode_stack()
+            seen.append(any(isinstance(m, second_order) for m in modes))
+            return x.flatten(1)[:, :2]
+
+    x = torch.randn(2, 3, 4, 4)
+    differentiable_pass(Probe(), x)
+    with gpu_check.second_order_route(False):
+        differentiable_pass(Probe(), x)
+    with gpu_check.second_order_route(True):
+        differentiable_pass(Probe(), x)
+    differentiable_pass(Probe(), x)
+    assert seen == [True, False, True, True]

@@ -17,6 +17,7 @@ MaskOpt = Annotated[Optional[str], typer.Option("--mask", help="Attribution mask
 DataOpt = Annotated[str, typer.Option("--data", help="Dataset: decoy-cxr (built-in synthetic) | cxr-p | cxr-p-full (real; needs dgx data prepare + dgx data cache).")]
 DataOptsOpt = Annotated[Optional[list[str]], typer.Option("--data-opt", help="Dataset option KEY=VALUE, repeatable (e.g. decoy_strength=0.99).")]
 BudgetOpt = Annotated[str, typer.Option("--budget", help="Budget from sweeps/budgets (quick = CPU default, paper = the paper's full setting) or a YAML file.")]
+SweepBudgetOpt = Annotated[Optional[str], typer.Option("--budget", help="Budget from sweeps/budgets or a YAML file: quick (the CPU default), gpu (the default where it trains on CUDA: ResNet-50, 128 px), paper (the paper's full setting). Default: gpu on CUDA, else quick.", show_default=False)]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="torchvision classifier, e.g. resnet50 (paper) or resnet18 (CPU). Default: from the budget.")]
 WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help="imagenet (IMAGENET1K_V1, the paper's) | imagenet:TAG (e.g. imagenet:IMAGENET1K_V2) | none | PATH to a state dict. Default: from the budget.")]
 ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", min=16, help="Image side in pixels. Default: from the budget.")]

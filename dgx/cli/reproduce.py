@@ -27,6 +27,8 @@ def reproduce(
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU ids, one worker each (see dgx sweep).")] = None,
     device: c.DeviceOpt = "auto",
     pruner: Annotated[str, typer.Option("--pruner", help="none (the default: the full grid) | median | hyperband | asha. Measured on decoy-cxr replicas, every pruner changed the pick by up to 7.5 AUROC points (bench/prune_replay.py), so the full grid stays the default. The seeds phase is never pruned.")] = "none",
+    throughput: Annotated[Optional[str], typer.Option("--throughput", help="Measured throughput table (JSON) behind the GPU-hour estimate, as bench/gpu_check.py --table writes it. Default: sweeps/throughput/h200.json (a newer bench/results/throughput.json is used only when passed here).")] = None,
+    pack: Annotated[int, typer.Option("--pack", min=1, help="Train K search grid points that differ only in LR and WD as one packed network (dgx/pack.py). Default: 1, one trial at a time. The estimate's packed variants use the best measured K up to this.")] = 1,
 ) -> None:
     """Run the studies behind one of the paper's tables (resuming existing ones), then print the table."""
     options = dict(locals())  # the parsed options, before any other local name
@@ -45,6 +47,10 @@ def reproduce(
     parse_options(data_opt)
     if budget is not None:
         load_budget(budget)
+    if throughput is not None:  # the default table is read with the specs (it lives in the sweeps folder too)
+        from dgx.throughput import load_table
+
+        load_table(throughput)
     from dgx.sweep.launch import WorkerSpec
     from dgx.sweep.paper import reproduce as run_reproduce
 

@@ -14,7 +14,7 @@ def sweep(
     mask: c.MaskOpt = None,
     data: c.DataOpt = "decoy-cxr",
     data_opt: c.DataOptsOpt = None,
-    budget: c.BudgetOpt = "quick",
+    budget: c.SweepBudgetOpt = None,
     trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Cap on grid points searched. Default: the whole grid.")] = None,
     seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, help="Seeds for the best configuration (paper: 10). Default: from the budget.")] = None,
     epochs: c.EpochsOpt = None,
@@ -38,6 +38,7 @@ def sweep(
     partition: Annotated[str, typer.Option("--partition", help="SLURM partition (--launcher slurm).")] = "",
     time_min: Annotated[int, typer.Option("--time-min", min=1, help="SLURM time limit per worker job, minutes.")] = 24 * 60,
     trials_per_gpu: Annotated[int, typer.Option("--trials-per-gpu", min=1, help="Workers (trials) packed on each --gpus device: batch 16 leaves a large GPU mostly idle.")] = 1,
+    pack: Annotated[int, typer.Option("--pack", min=1, help="Train up to this many grid points of one λ and seed (differing in LR and WD) as one wide network (dgx/pack.py). Default: 1, one trial at a time.")] = 1,
 ) -> None:
     """Search the budget's grid (Appendix A for --budget paper), retrain the best over seeds, print the table.
 
@@ -50,8 +51,30 @@ def sweep(
 
     check_sweep_flags(**options)
     check_flags(**options)  # what the flags' text alone can show, before the slow imports and any work
+    options["budget"], options["budget_note"] = default_budget(budget, device, gpus)  # the header says why
     from dgx.sweep.plan import sweep as run_sweep_plan
 
     text = run_sweep_plan(**options)
     if text is not None:
         typer.echo(text)
+
+
+CPU_BUDGET, GPU_BUDGET = "quick", "gpu"  # sweeps/budgets/{quick,gpu}.yaml
+
+
+def default_budget(budget: str | None, device: str = "auto", gpus: str | None = None) -> tuple[str, str]:
+    """(the budget a sweep uses, why: "" when it was named): ``budget`` when named; else ``gpu`` where
+    the sweep trains on CUDA (``--device cuda[:N]``, ``--gpus``, or ``auto`` with a usable CUDA device),
+    else ``quick``. Only ``auto`` without ``--gpus`` imports torch, to ask it."""
+    if budget is not None:
+        return budget, ""
+    if device.startswith("cuda") or gpus:
+        where = f"--device {device}" if device.startswith("cuda") else f"--gpus {gpus}"
+        return GPU_BUDGET, f"{where} trains on CUDA, no --budget named; --budget {CPU_BUDGET} for the CPU default"
+    if device == "auto":
+        import torch
+
+        if torch.cuda.is_available():
+            return GPU_BUDGET, f"CUDA available, no --budget named; --budget {CPU_BUDGET} for the CPU default"
+    where = "no CUDA device" if device == "auto" else f"--device {device}"
+    return CPU_BUDGET, f"{where}, no --budget named; --budget {GPU_BUDGET} for the GPU default"

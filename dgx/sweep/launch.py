@@ -44,6 +44,7 @@ class WorkerSpec:
     time_min: int = 24 * 60  # slurm only: job time limit
     cpus_per_worker: int = 0  # 0 = this machine's cores / workers (process), 8 (slurm)
     trials_per_gpu: int = 1  # process launcher: workers sharing each GPU (trial packing)
+    pack: int = 1  # each worker trains up to this many grid points as one pack (dgx/pack.py)
 
     def check(self, storage_url: str) -> None:
         if self.launcher not in LAUNCHERS:
@@ -79,8 +80,9 @@ class WorkerSpec:
 
 
 def run_worker(storage_url: str, studies: list[str] | None = None, device: str = "auto",
-               progress: bool = True, threads: int = 0) -> dict[str, int]:
-    """Join ``studies`` (default: every dgx search study in the storage) and work until none has work left.
+               progress: bool = True, threads: int = 0, pack: int = 1) -> dict[str, int]:
+    """Join ``studies`` (default: every dgx search study in the storage) and work until none has work left,
+    training up to ``pack`` grid points of one λ and seed at a time as one pack.
 
     Returns counts of what this worker did: trials trained, duplicates closed, lost trials reaped.
     """
@@ -122,7 +124,7 @@ def run_worker(storage_url: str, studies: list[str] | None = None, device: str =
     for name in names:
         study = optuna.load_study(study_name=name, storage=storage)
         plan = SweepPlan.from_study(study, device)
-        plan = replace(plan, storage=storage_url)
+        plan = replace(plan, storage=storage_url, pack=pack)
         study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(plan.sampler, plan.grid),
                                   pruner=make_pruner(plan))
         key = (plan.base.dataset, plan.base.data_options, plan.base.image_size)
@@ -141,10 +143,10 @@ def dgx_studies(storage) -> list[str]:
             if "plan" in s.user_attrs and not s.study_name.endswith(".seeds")]
 
 
-def _worker_job(storage_url: str, studies: list[str], device: str, threads: int) -> dict[str, int]:
+def _worker_job(storage_url: str, studies: list[str], device: str, threads: int, pack: int = 1) -> dict[str, int]:
     """The function a submitit job runs (top level, so it pickles)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return run_worker(storage_url, studies, device, progress=False, threads=threads)
+    return run_worker(storage_url, studies, device, progress=False, threads=threads, pack=pack)
 
 
 def launch(spec: WorkerSpec, storage_url: str, studies: list[str], device: str, runs_dir: Path) -> None:
@@ -165,7 +167,7 @@ def _launch_processes(spec: WorkerSpec, storage_url: str, studies: list[str], de
             env["CUDA_VISIBLE_DEVICES"] = spec.device_of(i)
         env["OMP_NUM_THREADS"] = str(threads)  # CPU workers share the cores instead of fighting over them
         cmd = [sys.executable, "-m", "dgx", "worker", "--storage", storage_url, "--device", device,
-               "--threads", str(threads), "--no-progress"]
+               "--threads", str(threads), "--pack", str(spec.pack), "--no-progress"]
         for name in studies:
             cmd += ["--study", name]
         procs.append(subprocess.Popen(cmd, env=env))
@@ -199,7 +201,7 @@ def _launch_submitit(spec: WorkerSpec, storage_url: str, studies: list[str], dev
     if spec.launcher == "slurm" and spec.partition:
         params["slurm_partition"] = spec.partition
     executor.update_parameters(**params)
-    jobs = [executor.submit(_worker_job, storage_url, studies, device, cpus) for _ in range(spec.workers)]
+    jobs = [executor.submit(_worker_job, storage_url, studies, device, cpus, spec.pack) for _ in range(spec.workers)]
     log.info("submitted %d %s worker job(s): %s (logs under %s)", len(jobs), spec.launcher,
              ", ".join(j.job_id for j in jobs), folder.parent)
     errors = []

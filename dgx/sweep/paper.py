@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from dgx.config import get_settings
 from dgx.errors import DgxError
 from dgx.methods import BASELINE
 from dgx.progress import console
 from dgx.sweep.plan import load_data, resolve_config
+from dgx.sweep.space import PACKED_FIELDS  # grid points that differ only in these can train as one pack
 from dgx.sweep.storage import shown_url
+from dgx.throughput import ThroughputTable, load_table
 
 # Training images per epoch of the paper's sources (dgx data prepare siim --splits ...); the official
 # profile trains on 80% of the pool (CXR-P: 951 gaze images).
 TRAIN_IMAGES = {"cxr-p": 947, "cxr-p-full": 6832}
 TRAIN_IMAGES_OFFICIAL = {"cxr-p": 760, "cxr-p-full": 6832}
-# Training throughput at batch 16, ResNet-50, 224 px, bf16, measured on an H200 with bench/gpu_check.py
-# (img/s): the cost model of --dry-run. Evaluation passes are not counted.
-GPU_IMG_S = {"erm": 666.0, "actdiff": 396.0, "rrr": 142.0, "gradmask": 113.0}
+# The cost model of --dry-run divides training images by the img/s of a measured throughput table
+# (dgx/throughput.py; default sweeps/throughput/h200.json, written by bench/gpu_check.py --table).
+# Evaluation passes are not counted.
+# Pruning: asha saved 62-69% of the search's epochs on decoy-cxr replicas of the paper studies
+# (bench/prune_replay.py, README "Pruned searches"); the estimate takes the lower end. Its pick lay up to
+# 7.5-9.4 AUROC points from the full grid's, so pruning is not the default.
+PRUNED_EPOCHS_SAVED = 0.62
+PRUNED_PICK_GAP = "7.5–9.4"
+GOAL_GPU_H = 50.0  # issue 16: all four paper tables in <= 50 H200-hours
 
 
 @dataclass(frozen=True)
@@ -70,8 +80,13 @@ def reproduce(name: str, data: str | None = None, data_opt: list[str] | None = N
               model: str | None = None, weights: str | None = None, image_size: int | None = None,
               profile: str | None = None, storage: str | None = None, dry_run: bool = False,
               workers: int | None = None, gpus: str | None = None, device: str = "auto",
-              pruner: str = "none", echo: Callable[[str], None] = print) -> None:
-    """Run the studies behind one of the paper's tables (resuming existing ones), then ``echo`` each table."""
+              pruner: str = "none", throughput: str | Path | None = None, pack: int = 1,
+              echo: Callable[[str], None] = print) -> None:
+    """Run the studies behind one of the paper's tables (resuming existing ones), then ``echo`` each table.
+
+    ``throughput``: the measured table the cost estimate reads (default sweeps/throughput/h200.json);
+    ``pack``: grid points trained as one packed network (dgx/pack.py), 1 = one trial at a time.
+    """
     from dgx.report import report as build_report
     from dgx.sweep.launch import WorkerSpec, parse_gpus
     from dgx.sweep.plan import execute
@@ -80,16 +95,19 @@ def reproduce(name: str, data: str | None = None, data_opt: list[str] | None = N
     if name != "all" and name not in specs:
         raise DgxError(f"unknown paper experiment {name!r}; choose from: {', '.join([*specs, 'all'])}")
     chosen = [s for s in specs.values() if s.in_all] if name == "all" else [specs[name]]
+    table = load_table(throughput)  # before any planning: a bad table file fails at once
     settings = get_settings()
     url = storage or settings.default_storage()
     overrides = dict(data=data, data_opt=data_opt, budget=budget, trials=trials, seeds=seeds, epochs=epochs,
                      model=model, weights=weights, image_size=image_size, profile=profile, device=device,
-                     pruner=pruner)
+                     pruner=pruner, pack=pack)
     plans_by_spec, rows = plan_specs(chosen, url, **overrides)
     if pruner != "none":  # measured on decoy-cxr replicas: bench/prune_replay.py, README "Pruned searches"
         console.print(f"[yellow]--pruner {pruner}: the search may pick another configuration than the full grid "
                       "(up to 7.5 AUROC points apart in bench/prune_replay.py); the seeds phase is never pruned[/]")
-    _print_plan(rows, url)
+    _print_plan(rows, url, table)
+    for line in cost_lines(rows, table, pack, scope=name):
+        echo(line)
     if dry_run:
         return
     gpu_ids = parse_gpus(gpus)
@@ -132,12 +150,48 @@ def _print_epochs_saved(plans: list, url: str) -> None:
                       f"saved), {pruned} of {len(trials)} points pruned")
 
 
+@dataclass(frozen=True)
+class StudyCost:
+    """One study's training work, for the GPU-hour estimate."""
+
+    spec: str  # the paper table it belongs to
+    study: str
+    method: str
+    points: int  # search grid points
+    seeds: int  # seeds-phase trials
+    epochs: int
+    n_train: int  # training images per epoch
+    groups: tuple[int, ...]  # the search's packable groups: sizes of its point sets differing only in lr and wd
+    shared: bool  # already counted under an earlier table
+
+    @property
+    def trials(self) -> int:
+        return self.points + self.seeds
+
+    def gpu_h(self, table: ThroughputTable, *, pruned: bool = False, pack: int = 1) -> float:
+        """GPU-hours: the search trained in packs of ``pack`` (the last pack of a group padded to ``pack``, as
+        a conservative estimate), with ``PRUNED_EPOCHS_SAVED`` of its epochs saved when ``pruned``; the seeds
+        phase one trial at a time and never pruned (its trials differ in seed, which a pack cannot)."""
+        images = self.epochs * self.n_train  # per trial
+        single = table.single(self.method)
+        if pack > 1:
+            search = sum(math.ceil(g / pack) for g in self.groups) * pack * images / table.img_s[self.method][pack]
+        else:
+            search = self.points * images / single
+        if pruned:
+            search *= 1 - PRUNED_EPOCHS_SAVED
+        return (search + self.seeds * images / single) / 3600
+
+
 def plan_specs(chosen: list[PaperSpec], url: str, *, data, data_opt, budget, trials, seeds, epochs, model, weights,
-               image_size, profile, device, pruner: str = "none") -> tuple[dict[str, list], list[tuple]]:
+               image_size, profile, device, pruner: str = "none",
+               pack: int = 1) -> tuple[dict[str, list], list[StudyCost]]:
     """The sweep plans of each spec, and one cost row per study (a study shared by specs is counted once)."""
     from dgx.sweep import SweepPlan
     from dgx.sweep.plan import study_name
 
+    if pack < 1:
+        raise DgxError(f"--pack must be >= 1, got {pack}; 1 trains one trial at a time")
     rows, plans_by_spec, seen = [], {}, set()
     for spec in chosen:
         plans = []
@@ -147,44 +201,107 @@ def plan_specs(chosen: list[PaperSpec], url: str, *, data, data_opt, budget, tri
                                                 image_size=image_size, epochs=epochs, batch_size=16,
                                                 actdiff_layers="all", profile=profile or spec.profile)
             plan = SweepPlan(base=cfg, budget=plan_budget, study=study_name(cfg, plan_budget.name), storage=url,
-                             trials=trials, seeds=seeds or spec.seeds, device=device, pruner=pruner)
-            plans.append(plan)
+                             trials=trials, seeds=seeds or spec.seeds, device=device, pruner=pruner, pack=pack)
             oracle = plan.oracle() if spec.oracle and exp.method == BASELINE else None
-            if oracle is not None:
-                plans.append(oracle)
-                rows.append((spec.name, oracle.study, oracle.n_points, oracle.seeds, cfg.num_epochs,
-                             oracle.n_points + oracle.seeds, 0.0, oracle.study in seen))
-                seen.add(oracle.study)
-            shared = plan.study in seen
-            seen.add(plan.study)
-            sizes = TRAIN_IMAGES if cfg.profile == "paper" else TRAIN_IMAGES_OFFICIAL
-            n_train = sizes.get(cfg.dataset) or int(dict(cfg.data_options).get("n_train", 384))
-            n_trials = plan.n_points + plan.seeds
-            gpu_h = n_trials * cfg.num_epochs * n_train / GPU_IMG_S.get(cfg.method, 100.0) / 3600
-            rows.append((spec.name, plan.study, plan.n_points, plan.seeds, cfg.num_epochs, n_trials, gpu_h, shared))
+            for one in [plan] + ([oracle] if oracle is not None else []):
+                plans.append(one)
+                rows.append(_cost(spec.name, one, one.study in seen))
+                seen.add(one.study)
         plans_by_spec[spec.name] = plans
     return plans_by_spec, rows
 
 
-def _print_plan(rows: list[tuple], url: str) -> None:
+def _cost(spec: str, plan, shared: bool) -> StudyCost:
+    cfg = plan.base
+    sizes = TRAIN_IMAGES if cfg.profile == "paper" else TRAIN_IMAGES_OFFICIAL
+    n_train = sizes.get(cfg.dataset) or int(dict(cfg.data_options).get("n_train", 384))
+    groups: dict[tuple, int] = {}
+    for point in plan.budget.points(cfg.method)[:plan.n_points]:
+        key = tuple(sorted((k, v) for k, v in point.items() if k not in PACKED_FIELDS))
+        groups[key] = groups.get(key, 0) + 1
+    return StudyCost(spec, plan.study, cfg.method, plan.n_points, plan.seeds, cfg.num_epochs, n_train,
+                     tuple(groups.values()), shared)
+
+
+def best_pack(rows: list[StudyCost], table: ThroughputTable, method: str, limit: int | None = None) -> int:
+    """The measured pack size K (1 = unpacked) that trains ``method``'s searches in ``rows`` in the fewest
+    GPU-hours, K at most ``limit`` and at most the largest packable group."""
+    mine = [r for r in rows if r.method == method and not r.shared]
+    largest = max((g for r in mine for g in r.groups), default=1)
+    options = [1] + [k for k in table.packed(method) if k <= largest and (limit is None or k <= limit)]
+    return min(options, key=lambda k: (sum(r.gpu_h(table, pack=k) for r in mine), k))
+
+
+def cost_lines(rows: list[StudyCost], table: ThroughputTable, pack: int = 1, scope: str = "all") -> list[str]:
+    """The dry-run's cost summary: the table it read, and the GPU-hours of the full grid, pruned, packed and
+    pruned + packed, against the goal (which is for ``all``; ``scope`` names what ``rows`` cover)."""
+    unique = [r for r in rows if not r.shared]
+    methods = list(dict.fromkeys(r.method for r in unique))
+    packs = {m: best_pack(rows, table, m, pack if pack > 1 else None) for m in methods}
+    notes = []
+    for m in methods:
+        measured = table.packed(m)
+        if not measured:
+            notes.append(f"{m} packing not measured (K=1)")
+        elif packs[m] == 1:
+            notes.append(f"{m} K=1 (no measured K helps: {', '.join(f'K={k} {v:g}' for k, v in measured.items())})")
+        else:
+            agg = measured[packs[m]]
+            notes.append(f"{m} K={packs[m]} at {agg:g} img/s aggregate ({agg / table.single(m):.1f}x one trial)")
+
+    def total(pruned: bool, packed: bool) -> float:
+        return sum(r.gpu_h(table, pruned=pruned, pack=packs[r.method] if packed else 1) for r in unique)
+
+    variants = {"full grid": total(False, False), "pruned": total(True, False), "packed": total(False, True),
+                "pruned+packed": total(True, True)}
+    best = min(variants, key=variants.get)
+    if scope == "all":
+        verdict = f"{best} here: {variants[best]:.1f}, {'met' if variants[best] <= GOAL_GPU_H else 'not met'}"
+    else:
+        verdict = f"this estimate covers {scope} only; {best} here: {variants[best]:.1f}"
+    return [
+        (f"throughput table {_shown_path(table.path)} ({table.device}, measured {table.measured}, "
+         f"batch {table.batch}): one trial {table.summary()} img/s"),
+        f"packing (best measured K per method{f', at most --pack {pack}' if pack > 1 else ''}): {'; '.join(notes)}",
+        f"GPU-hours for {sum(r.trials for r in unique):,} trials:",
+        f"  full grid:      {variants['full grid']:8.1f}",
+        (f"  pruned:         {variants['pruned']:8.1f}  (asha saves {PRUNED_EPOCHS_SAVED:.0%} of the search's "
+         "epochs, the lower end measured by bench/prune_replay.py; the seeds phase is never pruned; pruning is not "
+         f"the default because its measured pick gap was {PRUNED_PICK_GAP} AUROC points)"),
+        f"  packed:         {variants['packed']:8.1f}  (the search in packs of K; the seeds phase one trial at a time)",
+        f"  pruned+packed:  {variants['pruned+packed']:8.1f}",
+        f"goal: <= {GOAL_GPU_H:g} H200-hours for all ({verdict})",
+    ]
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working folder where it lies inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
+def _print_plan(rows: list[StudyCost], url: str, table: ThroughputTable) -> None:
     from rich.table import Table
 
-    table = Table(title=f"dgx reproduce: studies and trials (storage {shown_url(url)})")
+    title = f"dgx reproduce: studies and trials (storage {shown_url(url)}; GPU-hours of the full grid)"
+    out = Table(title=title)
     for col in ("table", "study", "grid points", "seeds", "epochs", "trials", "est. GPU-h"):
-        table.add_column(col, justify="left" if col in ("table", "study") else "right")
+        out.add_column(col, justify="left" if col in ("table", "study") else "right")
     total_trials, total_h = 0, 0.0
-    for spec, study, points, seeds, epochs, trials, gpu_h, shared in rows:
-        mark = " (shared, counted once)" if shared else ""
-        table.add_row(spec, study + mark, str(points), str(seeds), str(epochs), f"{trials:,}", f"{gpu_h:.1f}")
-        if not shared:
-            total_trials += trials
+    for r in rows:
+        mark = " (shared, counted once)" if r.shared else ""
+        gpu_h = r.gpu_h(table)
+        out.add_row(r.spec, r.study + mark, str(r.points), str(r.seeds), str(r.epochs), f"{r.trials:,}", f"{gpu_h:.1f}")
+        if not r.shared:
+            total_trials += r.trials
             total_h += gpu_h
-    table.add_row("total", "unique studies", "", "", "", f"{total_trials:,}", f"{total_h:.1f}")
+    out.add_row("total", "unique studies", "", "", "", f"{total_trials:,}", f"{total_h:.1f}")
     from dgx.progress import result_console
 
-    result_console().print(table)
-    console.print(f"{total_trials:,} trials (search grid points + seeds) in all; GPU-hours assume batch-16 training "
-                  f"throughput measured on an H200 ({', '.join(f'{k} {v:g}' for k, v in GPU_IMG_S.items())} img/s)")
+    result_console().print(out)
 
 
-__all__ = ["Experiment", "PaperSpec", "paper_specs", "reproduce", "GPU_IMG_S", "TRAIN_IMAGES"]
+__all__ = ["Experiment", "PaperSpec", "StudyCost", "paper_specs", "reproduce", "cost_lines", "TRAIN_IMAGES",
+           "PRUNED_EPOCHS_SAVED"]

@@ -167,7 +167,7 @@ def sweep(method: str, mask: str | None = None, data: str = "decoy-cxr", data_op
           storage: str | None = None, study: str | None = None, sampler: str = "grid", pruner: str = "none",
           baseline: bool = True, oracle: bool = True, device: str = "auto", workers: int | None = None,
           gpus: str | None = None, launcher: str = "process", partition: str = "", time_min: int = 24 * 60,
-          trials_per_gpu: int = 1) -> str | None:
+          trials_per_gpu: int = 1, pack: int = 1, budget_note: str = "") -> str | None:
     """``dgx sweep``: search the grid, retrain the best over seeds (beside the ERM baseline and the oracle);
     the seed-averaged table, or None when the grid was only queued for workers (``workers=0``)."""
     settings = get_settings()
@@ -179,7 +179,8 @@ def sweep(method: str, mask: str | None = None, data: str = "decoy-cxr", data_op
     url = storage or settings.default_storage()
     gpu_ids = parse_gpus(gpus)
     spec = WorkerSpec(workers=workers if workers is not None else max(1, len(gpu_ids) * trials_per_gpu), gpus=gpu_ids,
-                      launcher=launcher, partition=partition, time_min=time_min, trials_per_gpu=trials_per_gpu)
+                      launcher=launcher, partition=partition, time_min=time_min, trials_per_gpu=trials_per_gpu,
+                      pack=pack)
     spec.check(url)
     check_storage(url)
     check_device(device, here=spec.launcher == "process")  # SLURM jobs run on other machines
@@ -189,12 +190,12 @@ def sweep(method: str, mask: str | None = None, data: str = "decoy-cxr", data_op
                                         profile=profile)
     from dgx.report import report as build_report
     from dgx.sweep import SweepPlan, open_storage
-    from dgx.sweep.study import make_pruner, make_sampler
+    from dgx.sweep.study import check_pack, make_pruner, make_sampler
 
     name = study_name(cfg, plan_budget.name, prefix=study) if study is None else study
     plan = SweepPlan(base=cfg, budget=plan_budget, study=name, storage=url, trials=trials,
-                     seeds=seeds or plan_budget.seeds, device=device, sampler=sampler, pruner=pruner)
-    make_sampler(sampler, plan.grid), make_pruner(plan)  # validate before any work
+                     seeds=seeds or plan_budget.seeds, device=device, sampler=sampler, pruner=pruner, pack=pack)
+    make_sampler(sampler, plan.grid), make_pruner(plan), check_pack(plan)  # validate before any work
     plans = [plan]
     if baseline and cfg.method != BASELINE:
         erm = replace(cfg, method=BASELINE, mask="none", lam=0.0, actdiff_layers="all", negative_masks="ones")
@@ -203,7 +204,7 @@ def sweep(method: str, mask: str | None = None, data: str = "decoy-cxr", data_op
         plans += [erm_plan] + ([oracle_plan] if oracle_plan else [])
     started = time.perf_counter()
     bundle = _model_then_data(cfg, checked=lambda: open_storage(url))  # fail on model, data or storage first
-    console.print(_header(name, plan_budget, cfg, bundle, plans, url, settings, spec))
+    console.print(_header(name, plan_budget, cfg, bundle, plans, url, settings, spec, budget_note))
     names = execute(plans, spec, url, device, settings, bundle)
     if names is None:
         return None
@@ -213,14 +214,15 @@ def sweep(method: str, mask: str | None = None, data: str = "decoy-cxr", data_op
 
 
 def _header(name: str, plan_budget, cfg: TrainConfig, bundle: Bundle, plans: list, url: str, settings,
-            spec) -> str:
-    """What a sweep is about to do, before it starts."""
+            spec, budget_note: str = "") -> str:
+    """What a sweep is about to do, before it starts; ``budget_note``: why this budget, when none was named."""
     from dgx.report.load import ORACLE
 
     plan = plans[0]
     grid = " × ".join(f"{k}{v}" for k, v in plan.grid.items())
     lines = [
         f"[bold]dgx sweep[/] {name}: budget [cyan]{plan_budget.name}[/] ({plan_budget.description})",
+        *([f"  budget {plan_budget.name} chosen: {budget_note}"] if budget_note else []),
         f"  model {cfg.model} (weights {cfg.weights}), {bundle.image_size} px, batch {cfg.batch_size}, "
         f"{cfg.num_epochs} epochs, data {cfg.dataset} ({_source_split(cfg, bundle)}, {len(bundle.targets)} targets)",
         f"  profile {cfg.profile}" + (" (the released code's training; README: Fidelity)" if cfg.profile != "paper"
@@ -232,6 +234,8 @@ def _header(name: str, plan_budget, cfg: TrainConfig, bundle: Bundle, plans: lis
                 ", ".join(f"{k}={v}" for k, v in ORACLES.get(cfg.dataset, {}).items()) + "; --no-oracle skips it)"
                 if extra.variant == ORACLE else "baseline: ERM (--no-baseline skips it)")
         lines.append(f"  {what}, {_count(extra.n_points, 'grid point')} + {_count(plan.seeds, 'seed')}")
+    if plan.pack > 1:
+        lines.append(f"  packs of up to {plan.pack} grid points of one λ and seed per training (README: Packed trials)")
     lines.append(f"  storage {shown_url(url)}; W&B mode {settings.resolved_wandb_mode()}")
     if spec.parallel:
         where = f"GPUs {','.join(spec.gpus)}" if spec.gpus else "CPU"

@@ -24,6 +24,7 @@ epoch checkpoint (keep ``DGX_RUNS_DIR`` on storage every worker sees).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -141,6 +142,20 @@ def claim(study: optuna.Study) -> optuna.Trial | None:
     return None
 
 
+def claim_like(study: optuna.Study, trial: optuna.Trial, n: int, key: Callable[[dict], tuple]) -> list[optuna.Trial]:
+    """Atomically take up to ``n`` more WAITING trials whose point has ``trial``'s ``key`` (oldest first)."""
+    if n < 1:
+        return []
+    want = key(_params_of(storage_of(study).get_trial(trial_id(trial))))
+    taken: list[optuna.Trial] = []
+    for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)), key=lambda t: t.number):
+        if len(taken) >= n:
+            break
+        if key(_params_of(t)) == want and (other := _take(study, t)) is not None:
+            taken.append(other)
+    return taken
+
+
 def duplicate_of(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial | None:
     """The owner of ``trial``'s point when that is another trial, else None."""
     mine = storage_of(study).get_trial(trial_id(trial))
@@ -225,6 +240,38 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[opt
     _tell(study, trial, values=value)
 
 
+def run_trials(study: optuna.Study, trials: list[optuna.Trial],
+               objective: Callable[[list[optuna.Trial]], list[float | BaseException]],
+               heartbeat_s: float, final_errors: tuple[type[BaseException], ...]) -> None:
+    """:func:`run_trial` for claimed trials that train together (a pack): one heartbeat each, and each
+    trial's own outcome recorded (``objective`` returns a value or an exception per trial). An exception
+    from ``objective`` itself leaves every trial retryable and propagates; so does, after all are recorded,
+    the first outcome that is neither pruned nor in ``final_errors``."""
+    for trial in trials:
+        trial.set_user_attr("worker", worker_name())
+    with contextlib.ExitStack() as beats:
+        for trial in trials:
+            beats.enter_context(Heartbeat(study, trial, heartbeat_s))
+        try:
+            outcomes = objective(trials)
+        except BaseException:
+            for trial in trials:
+                _tell(study, trial, state=TrialState.FAIL)
+            raise
+    error = None
+    for trial, outcome in zip(trials, outcomes):
+        if isinstance(outcome, optuna.TrialPruned):
+            _tell(study, trial, state=TrialState.PRUNED)
+        elif isinstance(outcome, BaseException):
+            _tell(study, trial, state=TrialState.FAIL)
+            if not isinstance(outcome, final_errors):
+                error = error or outcome
+        else:
+            _tell(study, trial, values=outcome)
+    if error is not None:
+        raise error
+
+
 def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs) -> None:
     try:
         study.tell(trial, **kwargs)
@@ -233,5 +280,5 @@ def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs) -> None:
                     trial.number, study.study_name, exc)
 
 
-__all__ = ["enqueue_missing", "reap", "claim", "duplicate_of", "close_duplicate", "close_waiting_duplicates",
-           "run_trial", "owners", "retryable", "final", "point_key", "Heartbeat"]
+__all__ = ["enqueue_missing", "reap", "claim", "claim_like", "duplicate_of", "close_duplicate", "close_waiting_duplicates",
+           "run_trial", "run_trials", "owners", "retryable", "final", "point_key", "Heartbeat"]

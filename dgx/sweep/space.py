@@ -15,6 +15,8 @@ import yaml
 
 from dgx.errors import DgxError
 
+PACKED_FIELDS = ("lr", "wd")  # grid axes along which points can train as one pack (dgx/pack.py)
+
 GRID_PARAMS = ("lr", "wd", "lam")
 
 

@@ -32,10 +32,10 @@ from dgx.data.base import Bundle
 from dgx.errors import DgxError, unknown_choice
 from dgx.progress import make_progress
 from dgx.sweep import queue
-from dgx.sweep.space import Budget, suggest
+from dgx.sweep.space import PACKED_FIELDS, Budget, suggest
 from dgx.sweep.storage import open_storage
 from dgx.tracking import WandbRun, record_trial
-from dgx.train import NonFiniteLossError, TrainConfig, train
+from dgx.train import NonFiniteLossError, TrainConfig, train, train_packed
 
 log = logging.getLogger("dgx")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -56,6 +56,7 @@ class SweepPlan:
     sampler: str = "grid"  # grid (exact, the paper's) | tpe | random (over the same grid values)
     pruner: str = "none"  # none | median | hyperband, acting on per-epoch source-val AUROC
     variant: str = ""  # "oracle": ERM on the source with its shortcut decorrelated (a reference row)
+    pack: int = 1  # this worker trains up to this many grid points of one λ and seed as one pack (dgx/pack.py)
 
     @property
     def grid(self) -> dict[str, list[float]]:
@@ -150,13 +151,15 @@ def work(plan: SweepPlan, search: optuna.Study, data: Bundle, settings: Settings
     train exactly once.
     """
     timing = timing or Timing.from_settings(settings)
+    check_pack(plan)
     storage = queue.storage_of(search)
     with make_progress() as bar:
         bar.disable = bar.disable or not progress
         total = bar.add_task(f"sweep {plan.study}", total=plan.n_points + plan.seeds, status="")
         objective = _objective(plan, data, settings, "search", plan.grid, bar)
+        packed = _packed_objective(plan, data, settings, "search", plan.grid, bar) if plan.pack > 1 else None
         _drain(search, objective, plan, timing, lambda done: bar.update(total, completed=done),
-               points=plan.grid_points() if plan.sampler == "grid" else None)
+               points=plan.grid_points() if plan.sampler == "grid" else None, packed=packed)
 
         best = _best_params(search)
         seeds = _seeds_study(plan, storage, best)
@@ -209,62 +212,117 @@ def _open_study(plan: SweepPlan, storage, name: str, sampler, pruner=None) -> op
     return study
 
 
-def _objective(plan: SweepPlan, data: Bundle, settings: Settings, phase: str, grid: dict, bar) -> Callable:
+class _TrialRun:
+    """One trial's training as the sweep records it: its config and run folder, W&B run, reports and outcome."""
 
-    def objective(trial: optuna.Trial) -> float:
-        params = suggest(trial, grid)
-        cfg = replace(plan.base, **params)
-        run_dir = runs.run_dir(settings.runs_dir, cfg.run_id(data.fingerprint))
+    def __init__(self, plan: SweepPlan, data: Bundle, settings: Settings, phase: str, grid: dict,
+                 trial: optuna.Trial) -> None:
+        self.plan, self.data, self.phase, self.trial = plan, data, phase, trial
+        self.cfg = replace(plan.base, **suggest(trial, grid))
+        self.run_dir = runs.run_dir(settings.runs_dir, self.cfg.run_id(data.fingerprint))
         # One W&B run per training, not per trial: a trial whose run folder is already finished (seed 0
         # of the seeds phase is the selected search trial's training) opens none and carries the earlier
         # run's ref. That run keeps the job type of the phase that trained it (search), so W&B holds
         # seeds 1..N-1 as seeds runs and seed 0 as the selected search run (the best val/auroc, as in
         # _best_params): the Optuna trial is the record of the reuse, and `dgx report --source wandb`
         # counts that search run as seed 0 (wandb_source._reused_seed_zero).
-        wandb = WandbRun(settings, cfg, study=trial.study.study_name, phase=phase,
-                         name=f"{trial.study.study_name}#{trial.number}", run_dir=run_dir)
-        if wandb.ref:
-            trial.set_user_attr("wandb_run", wandb.ref)
+        self.wandb = WandbRun(settings, self.cfg, study=trial.study.study_name, phase=phase,
+                              name=f"{trial.study.study_name}#{trial.number}", run_dir=self.run_dir)
+        if self.wandb.ref:
+            trial.set_user_attr("wandb_run", self.wandb.ref)
+        self.reported: set[int] = set()
 
-        reported: set[int] = set()
+    def on_epoch(self, epoch: int, stats: dict) -> None:
+        self.wandb.log_epoch(epoch, stats)
+        self.trial.report(stats["val_auroc"], epoch)
+        self.reported.add(epoch)
+        # The seeds phase is never pruned: Optuna's default pruner (MedianPruner) would otherwise
+        # stop seeds 5 and up, biasing the tables toward good seeds.
+        if self.phase == "search" and self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
-        def on_epoch(epoch: int, stats: dict) -> None:
-            wandb.log_epoch(epoch, stats)
-            trial.report(stats["val_auroc"], epoch)
-            reported.add(epoch)
-            # The seeds phase is never pruned: Optuna's default pruner (MedianPruner) would otherwise
-            # stop seeds 5 and up, biasing the tables toward good seeds.
-            if phase == "search" and trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+    def failed(self, exc: BaseException | None) -> None:
+        if isinstance(exc, NonFiniteLossError):
+            self.trial.set_user_attr("fail_reason", str(exc))  # final: a rerun will not retry it
+        self.wandb.finish(None, exit_code=1)
 
-        try:
-            result = train(cfg, data, run_dir, device=plan.device, on_epoch=on_epoch, progress=bar)
-        except NonFiniteLossError as exc:
-            trial.set_user_attr("fail_reason", str(exc))  # final: a rerun will not retry it
-            wandb.finish(None, exit_code=1)
-            raise
-        except BaseException:
-            wandb.finish(None, exit_code=1)
-            raise
+    def finished(self, result) -> float:
+        data = self.data
         for stats in result.history:  # epochs this process did not train (resumed or cached run)
-            if stats["epoch"] not in reported:
-                trial.report(stats["val_auroc"], stats["epoch"])
-        record_trial(trial, cfg, result, phase=phase, source=data.source, targets=list(data.targets),
-                     run_id=run_dir.name, variant=plan.variant, wandb_run=wandb.ref)
-        wandb.finish(result, run_dir=run_dir, source=data.source, targets=list(data.targets))
+            if stats["epoch"] not in self.reported:
+                self.trial.report(stats["val_auroc"], stats["epoch"])
+        record_trial(self.trial, self.cfg, result, phase=self.phase, source=data.source, targets=list(data.targets),
+                     run_id=self.run_dir.name, variant=self.plan.variant, wandb_run=self.wandb.ref)
+        self.wandb.finish(result, run_dir=self.run_dir, source=data.source, targets=list(data.targets))
         return result.val_auroc
+
+
+def _objective(plan: SweepPlan, data: Bundle, settings: Settings, phase: str, grid: dict, bar) -> Callable:
+
+    def objective(trial: optuna.Trial) -> float:
+        run = _TrialRun(plan, data, settings, phase, grid, trial)
+        try:
+            result = train(run.cfg, data, run.run_dir, device=plan.device, on_epoch=run.on_epoch, progress=bar)
+        except BaseException as exc:
+            run.failed(exc)
+            raise
+        return run.finished(result)
 
     return objective
 
 
+def _packed_objective(plan: SweepPlan, data: Bundle, settings: Settings, phase: str, grid: dict, bar) -> Callable:
+    """Like :func:`_objective`, for trials that train as one pack: each trial's value, or the exception that
+    stopped it (pruned, non-finite loss) while the others went on."""
+
+    def objective(trials: list[optuna.Trial]) -> list[float | BaseException]:
+        members = [_TrialRun(plan, data, settings, phase, grid, t) for t in trials]
+        for t in trials:
+            t.set_user_attr("pack", len(trials))
+        try:
+            outcomes = train_packed([m.cfg for m in members], data, [m.run_dir for m in members],
+                                    device=plan.device, progress=bar,
+                                    on_epoch=lambda i, epoch, stats: members[i].on_epoch(epoch, stats))
+        except BaseException as exc:
+            for m in members:
+                m.failed(exc)
+            raise
+        out: list[float | BaseException] = []
+        for m, outcome in zip(members, outcomes):
+            if isinstance(outcome, BaseException):
+                m.failed(outcome)
+                out.append(outcome)
+            else:
+                out.append(m.finished(outcome))
+        return out
+
+    return objective
+
+
+def check_pack(plan: SweepPlan) -> None:
+    """A one-line DgxError when ``plan.pack`` cannot work (before any training)."""
+    if plan.pack < 1:
+        raise DgxError(f"--pack must be >= 1, got {plan.pack}")
+    if plan.pack == 1:
+        return
+    if plan.sampler != "grid":
+        raise DgxError(f"--pack trains grid points of one λ and seed together; --sampler {plan.sampler} proposes "
+                       "them one at a time: use --sampler grid, or --pack 1")
+    from dgx.pack import check_model_packable
+    from dgx.profiles import get_profile
+
+    check_model_packable(plan.base.model, get_profile(plan.base.profile))
+
+
 def _drain(study: optuna.Study, objective: Callable, plan: SweepPlan, timing: Timing,
-           on_done: Callable[[int], None], points: list[dict] | None) -> None:
+           on_done: Callable[[int], None], points: list[dict] | None, packed: Callable | None = None) -> None:
     """Run trials of ``study`` until its work is done: every point final (``points``: the grid strategy), or
     ``plan.n_points`` finished trials (``points`` None: the sampler strategy, tpe/random).
 
     Lost trials (no heartbeat for the grace period) are failed (and, on a grid, their points enqueued
     again); a worker with nothing to claim waits while other workers' trials run, because one may die
-    and need a retry.
+    and need a retry. With ``packed`` (``plan.pack`` > 1, a grid), a claimed trial takes up to
+    ``plan.pack`` − 1 waiting trials of its λ and seed with it, and they train as one pack.
     """
     next_trial = _grid_strategy(study, points) if points is not None else _sampler_strategy(study, plan.n_points)
     waited: set[int] = set()
@@ -277,10 +335,27 @@ def _drain(study: optuna.Study, objective: Callable, plan: SweepPlan, timing: Ti
         if trial is None:  # others are running the rest; wait in case one dies
             _wait_for_others(study, trials, waited, timing)
             continue
-        if points is not None and (owner := queue.duplicate_of(study, trial)) is not None:
-            queue.close_duplicate(study, trial, owner)
-            continue
-        queue.run_trial(study, trial, objective, timing.heartbeat_s, final_errors=(NonFiniteLossError,))
+        group = [trial]
+        if packed is not None and points is not None:
+            group += queue.claim_like(study, trial, plan.pack - 1, _pack_point)
+        if points is not None:
+            group = [t for t in group if not _closed_as_duplicate(study, t)]
+        if len(group) > 1:
+            queue.run_trials(study, group, packed, timing.heartbeat_s, final_errors=(NonFiniteLossError,))
+        elif group:
+            queue.run_trial(study, group[0], objective, timing.heartbeat_s, final_errors=(NonFiniteLossError,))
+
+
+def _pack_point(params: dict) -> tuple:
+    """Grid points with equal keys can share a pack: they differ only in what a pack's members may."""
+    return queue.point_key({k: v for k, v in params.items() if k not in PACKED_FIELDS})
+
+
+def _closed_as_duplicate(study: optuna.Study, trial: optuna.Trial) -> bool:
+    if (owner := queue.duplicate_of(study, trial)) is None:
+        return False
+    queue.close_duplicate(study, trial, owner)
+    return True
 
 
 def _grid_strategy(study: optuna.Study, points: list[dict]) -> Callable:
