@@ -120,7 +120,7 @@ def test_sweep_then_report_then_resume(tmp_path, monkeypatch):
         (["train", "rrr", "--weights", "missing.pt"], "weights file missing.pt does not exist"),
         (["sweep", "rrr", "--storage", "sqlite:////proc/no/such/dir/dgx.db"], "pass --storage or set DGX_STORAGE"),
         (["train", "rrr", "--data-opt", "colour=red"], "unknown decoy-cxr option 'colour'"),
-        (["train", "rrr", "--budget", "huge"], "unknown budget 'huge'; choose from: paper, quick"),
+        (["train", "rrr", "--budget", "huge"], "unknown budget 'huge'; choose from: gpu, paper, quick"),
         (["report", "--storage", "sqlite:///nothing-here.db"], "does not exist"),
         (["sweep", "rrr", "--sampler", "cmaes"], "unknown sampler 'cmaes'; choose from: grid, random, tpe"),
         (["sweep", "rrr", "--pruner", "sometimes"], "unknown pruner 'sometimes'; choose from: asha, hyperband, median, none"),
