@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,16 +120,10 @@ def write_table(path: str | Path, *, measured: str, device: str, img_s: dict[str
     body = {"measured": measured, "device": device, "batch": BATCH, **extra,
             "img_s": {m: {str(k): float(v) for k, v in rates.items()} for m, rates in img_s.items()}}
     parse_table(body, path)
+    from dgx.runs import atomic_write_text  # a temp file beside it, then a rename; the umask's permissions
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(body, fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(body, indent=1) + "\n")
     return path
 
 
