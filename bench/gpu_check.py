@@ -43,7 +43,6 @@ import contextlib
 import datetime as dt
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -507,12 +506,11 @@ def graphs_and_compile(model_name: str, size: int, bs: int, steps: int, eager: d
 # --- driver ------------------------------------------------------------------------------------------------
 
 def write_json(path: Path, data: dict) -> None:
-    """Atomically: a temporary file beside ``path``, then os.replace."""
+    """Atomically (dgx.runs.atomic_write_text: a temporary file beside ``path``, then a rename)."""
+    from dgx.runs import atomic_write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1))
 
 
 def main() -> None:
