@@ -161,14 +161,16 @@ def check_flags(method: str, mask: str | None = None, data: str = "decoy-cxr", d
 # The names `dgx sweep` takes (dgx.sweep.study and dgx.sweep.launch use these; a test keeps them in step).
 SAMPLERS = ("grid", "tpe", "random")
 PRUNERS = ("none", "median", "hyperband", "asha")
+SELECTION_RULES = ("val", "shuffled", "lam-ci")  # dgx/selection.py: which grid point the seeds phase retrains
 LAUNCHERS = ("process", "slurm", "local")
 
 
 def check_sweep_flags(sampler: str = "grid", pruner: str = "none", launcher: str = "process", gpus: str | None = None,
                       storage: str | None = None, study: str | None = None, trials: int | None = None,
-                      seeds: int | None = None, **_ignored) -> None:
+                      seeds: int | None = None, select: str = "val", **_ignored) -> None:
     """The ``dgx sweep`` flags beyond the training ones that can be checked from their text alone."""
     check_study("--study", study)
+    check_choice("--select rule", select, SELECTION_RULES)
     check_choice("sampler", sampler, SAMPLERS)
     check_choice("pruner", pruner, PRUNERS)
     check_choice("launcher", launcher, LAUNCHERS)
@@ -217,4 +219,4 @@ def parse_options(items: list[str] | None, flag: str = "--data-opt",
 
 __all__ = ["check_number", "check_seed", "check_name", "check_study", "check_device_name", "check_folder",
            "check_out_file", "check_choice", "check_device", "check_flags", "check_sweep_flags", "check_storage_url", "storage_file",
-           "parse_gpus", "parse_options", "DEVICES", "SAMPLERS", "PRUNERS", "LAUNCHERS"]
+           "parse_gpus", "parse_options", "DEVICES", "SAMPLERS", "PRUNERS", "LAUNCHERS", "SELECTION_RULES"]

@@ -273,8 +273,14 @@ class TrialRecord:
     best_epoch: int = 0
     resumed_from: int = 0
     wandb_run: str | None = None
+    # What the grid-point selection rules read (dgx/selection.py); NaN where the run has none.
+    lam: float = math.nan
+    val_auroc_low: float = math.nan
+    val_shuffled_auroc: float = math.nan
+    draw: int | None = None  # generated data: the data draw this seed trained on (dgx.data.draw_options)
 
     REQUIRED = ("method", "mask", "dataset", "source", "targets", "phase", "seed", "auroc")
+    SELECTION = ("lam", "val_auroc", "val_auroc_low", "val_shuffled_auroc")  # the rules' inputs, stored as floats
 
     def to_attrs(self) -> dict[str, Any]:
         attrs = {
@@ -282,7 +288,10 @@ class TrialRecord:
             "targets": list(self.targets), "phase": self.phase, "seed": self.seed, "profile": self.profile,
             "config": self.config, "val_auroc": self.val_auroc, "best_epoch": self.best_epoch,
             "auroc": dict(self.auroc), "resumed_from": self.resumed_from, "run_id": self.run_id,
+            "lam": self.lam, "val_auroc_low": self.val_auroc_low, "val_shuffled_auroc": self.val_shuffled_auroc,
         }
+        if self.draw is not None:
+            attrs["draw"] = self.draw
         if self.variant:
             attrs["variant"] = self.variant
         if self.wandb_run:
@@ -304,7 +313,9 @@ class TrialRecord:
             profile=str(attrs.get("profile", config.get("profile", "paper"))), run_id=str(attrs.get("run_id", "")),
             variant=str(attrs.get("variant", "")), config=config, val_auroc=float(attrs.get("val_auroc", math.nan)),
             best_epoch=int(attrs.get("best_epoch", 0)), resumed_from=int(attrs.get("resumed_from", 0)),
-            wandb_run=attrs.get("wandb_run"),
+            wandb_run=attrs.get("wandb_run"), lam=float(attrs.get("lam", config.get("lam", math.nan))),
+            val_auroc_low=_float(attrs.get("val_auroc_low")), val_shuffled_auroc=_float(attrs.get("val_shuffled_auroc")),
+            draw=None if attrs.get("draw") is None else int(attrs["draw"]),
         )
 
     @classmethod
@@ -316,11 +327,17 @@ class TrialRecord:
         return cls(method=str(config["method"]), mask=str(config["mask"]), dataset=str(config["dataset"]),
                    source=str(summary["source"]), targets=targets, phase=phase, seed=int(config["seed"]),
                    auroc=auroc, profile=str(config.get("profile", "paper")), config=dict(config),
-                   val_auroc=float(summary.get("val/auroc", math.nan)), best_epoch=int(summary.get("best_epoch", 0)))
+                   val_auroc=float(summary.get("val/auroc", math.nan)), best_epoch=int(summary.get("best_epoch", 0)),
+                   lam=float(config.get("lam", math.nan)))
 
     def domains(self) -> list[tuple[str, str]]:
         """(domain, role) pairs: the source first, then the targets in display order."""
         return [(self.source, "source")] + [(t, "target") for t in self.targets]
+
+
+def _float(value: Any) -> float:
+    """A stored number, NaN where absent (Optuna stores NaN attrs as null)."""
+    return math.nan if value is None else float(value)
 
 
 

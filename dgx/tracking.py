@@ -30,10 +30,15 @@ def record_trial(trial: optuna.Trial, cfg: TrainConfig, result: TrainResult, *, 
     ``variant`` names a data variant of the same dataset (``oracle``: the source with
     its shortcut decorrelated), which the report shows as a row of its own.
     """
+    from dgx.data import root_draw
+
+    root = root_draw(cfg.dataset, dict(cfg.data_options))
     record = TrialRecord(method=cfg.method, mask=cfg.mask, dataset=cfg.dataset, source=source, targets=list(targets),
                          phase=phase, seed=cfg.seed, auroc=dict(result.auroc), profile=cfg.profile, run_id=run_id,
                          variant=variant, config=cfg.to_dict(), val_auroc=result.val_auroc,
-                         best_epoch=result.best_epoch, resumed_from=result.resumed_from, wandb_run=wandb_run)
+                         best_epoch=result.best_epoch, resumed_from=result.resumed_from, wandb_run=wandb_run,
+                         lam=cfg.lam, val_auroc_low=result.val_auroc_low, val_shuffled_auroc=result.val_shuffled_auroc,
+                         draw=None if root is None else root + cfg.seed)
     for key, value in record.to_attrs().items():
         trial.set_user_attr(key, value)
 

@@ -92,6 +92,9 @@ class TrainResult:
     wall_s: float = 0.0  # seconds spent by this process
     val_accuracy: float = math.nan  # source-validation accuracy of the selected checkpoint
     selection: str = "auroc"  # what chose the checkpoint: auroc (strict >) | accuracy (>=, the released code)
+    # What the other grid-point rules read (dgx/selection.py), of the selected checkpoint; NaN where n/a.
+    val_auroc_low: float = math.nan  # lower end of the source-validation AUROC's 95% DeLong interval
+    val_shuffled_auroc: float = math.nan  # AUROC on the validation images with their background shuffled
 
 
 RESIDENT_SHARE = 0.25  # the training split moves to the GPU when it takes at most this share of free memory
@@ -279,11 +282,25 @@ class _Pack:
         scorer = pack_models([m.model for m in runs_]).to(self.dev)
         if self.cuda:
             scorer = scorer.to(memory_format=torch.channels_last)
-        domains = {data.source: data.test, **data.targets}
+        domains = {data.source: data.test, **data.targets, **selection_splits(data, self.cfg.mask)}
         scores = {name: predict(scorer, split, self.dev, batch_size, self.profile.normalization)
                   for name, split in domains.items()}
         return {i: m.finish(data, batch_size, started, scores={name: s[:, k] for name, s in scores.items()})
                 for k, (i, m) in enumerate(self.members.items())}
+
+
+def selection_splits(data: Bundle, mask: str) -> dict[str, Split]:
+    """The source-validation splits the selection rules score a finished run on (dgx/selection.py): the
+    validation split, and its shuffled-background copy where ``mask`` gives one."""
+    from dgx.selection import shuffled_background
+
+    out = {VAL: data.val}
+    if mask != "none" and mask in data.val.masks and (shuffled := shuffled_background(data.val, mask)) is not None:
+        out[VAL_SHUFFLED] = shuffled
+    return out
+
+
+VAL, VAL_SHUFFLED = "(val)", "(val, shuffled)"  # selection_splits' names: never a domain's
 
 
 def _stored(run_dir: Path, data: Bundle) -> TrainResult | None:
@@ -417,10 +434,12 @@ class _Run:
         """Test the selected checkpoint on every domain (or take its ``scores``, from a pack); store its
         scores and the result (the "done" marker)."""
         domains = {data.source: data.test, **data.targets}
+        chosen_val = selection_splits(data, self.cfg.mask)
         if scores is None:
             self.load_best()
             norm = self.profile.normalization
-            scores = {name: predict(self.model, split, self.dev, batch_size, norm) for name, split in domains.items()}
+            scores = {name: predict(self.model, split, self.dev, batch_size, norm)
+                      for name, split in {**domains, **chosen_val}.items()}
         # The selected checkpoint's scores stay in the run folder (ROC curves, paired tests); never uploaded.
         labels = {name: np.asarray(split.labels) for name, split in domains.items()}
         runs.save_scores(self.dir / runs.SCORES, {name: (labels[name], scores[name]) for name in domains})
@@ -435,11 +454,25 @@ class _Run:
             wall_s=time.perf_counter() - started,
             val_accuracy=float(chosen.get("val_accuracy", math.nan)),
             selection=self.profile.select,
+            **_selection_numbers(chosen_val, scores),
         )
         # The sizes and hashes of the files written above: a later read trusts the folder only if they match.
         stored = {**dataclasses.asdict(result), "files": runs.seal(self.dir)}
         runs.atomic_write_text(self.dir / runs.RESULT, json.dumps(stored, indent=1))
         return result
+
+
+def _selection_numbers(splits: dict[str, Split], scores: dict[str, np.ndarray]) -> dict[str, float]:
+    """The selected checkpoint's numbers the grid-point rules read (dgx/selection.py)."""
+    from dgx.stats import delong_ci
+
+    out = {}
+    val = np.asarray(splits[VAL].labels)
+    if len(np.unique(val)) == 2:
+        out["val_auroc_low"] = delong_ci(val, scores[VAL])[1]
+    if VAL_SHUFFLED in splits:
+        out["val_shuffled_auroc"] = _auroc(np.asarray(splits[VAL_SHUFFLED].labels), scores[VAL_SHUFFLED])
+    return out
 
 
 def epoch_losses(run, split: Split, epoch: int, steps: int, advance: Callable[[], None]) -> torch.Tensor:

@@ -103,7 +103,7 @@ def test_mean_ci_matches_scipy_and_edge_cases():
 def test_load_runs_rows_and_order(db):
     df = load_runs(db)
     assert list(df.columns) == ["study", "trial", "dataset", "method", "mask", "phase", "seed", "domain", "role", "auroc", "run_id",
-                                  "profile", "val_auroc"]
+                                  "profile", "val_auroc", "lam", "val_auroc_low", "val_shuffled_auroc", "draw"]
     assert len(df) == 2 * 3 * 3
     first = df[(df["study"] == "exp-erm.seeds") & (df["trial"] == 0)]
     assert list(first["domain"]) == [SOURCE] + TARGETS

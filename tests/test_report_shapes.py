@@ -18,7 +18,7 @@ from dgx.cli import app
 from dgx.errors import DgxError
 from dgx.report import load_runs, report
 from dgx.report.render import render
-from dgx.report.stats import _placements, bootstrap_ci, delong_ci, paired_difference
+from dgx.stats import _placements, bootstrap_ci, delong_ci, paired_difference
 from dgx.report.tables import AVERAGE, Baseline, build, cells
 from dgx.report.wandb_source import load_wandb_runs
 from tests.test_report import SOURCE, TARGETS, add_run, scores

@@ -216,7 +216,7 @@ def audit_runs(refs: list[RunRef], data_dir: Path, device: str = "cpu",
     """Per method label: the mean audit over its runs; plus the bundle each label was evaluated on."""
     import torch
 
-    from dgx.data import load_dataset
+    from dgx.data import GENERATED, load_dataset
     from dgx.models import build_model
     from dgx.progress import make_progress
 
@@ -228,9 +228,10 @@ def audit_runs(refs: list[RunRef], data_dir: Path, device: str = "cpu",
         task = bar.add_task("attribution audit", total=len(refs), status="")
         for ref in refs:
             cfg = ref.config
-            key = (cfg["dataset"], tuple(sorted(dict(cfg.get("data_options") or {}).items())), cfg.get("image_size"))
+            key = (cfg["dataset"], tuple(sorted(dict(cfg.get("data_options") or {}).items())), cfg.get("image_size"),
+                   int(cfg.get("seed", 0)) if cfg["dataset"] in GENERATED else 0)  # generated data: the seed's draw
             if key not in bundles:
-                bundles[key] = load_dataset(key[0], dict(key[1]), key[2], data_dir)
+                bundles[key] = load_dataset(key[0], dict(key[1]), key[2], data_dir, key[3])
             model = build_model(cfg["model"], "none").to(device)
             model.load_state_dict(torch.load(ref.checkpoint, map_location=device, weights_only=True))
             per_label.setdefault(ref.label, []).append(audit_model(model, bundles[key], device, max_images))

@@ -25,6 +25,7 @@ EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", min=0, help="Epoch
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=2, help="Training batch size (paper: 16).")]
 LayersOpt = Annotated[str, typer.Option("--actdiff-layers", help="ActDiff: penalize all hooked layers or only the last (all | last).")]
 NegativesOpt = Annotated[Optional[str], typer.Option("--negative-masks", help="Mask for images without an annotation (negatives): ones (the paper: no constraint) | lungs | periphery (dgx: constrain them to that anatomy too). Default: from the budget, else ones.")]
+SelectOpt = Annotated[str, typer.Option("--select", help="Which grid point the seeds phase retrains, from source data only: val (the paper's: best source-validation AUROC) | shuffled (best AUROC on validation images with their background outside the mask shuffled) | lam-ci (the largest λ within the best point's 95% validation CI). README: Model selection.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
 ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="paper (the paper's text, corrected where the released code had bugs) | official (exactly as the released code trained: per-seed 80/20 split of the gaze pool, accuracy selection, per-sample batch norm in the penalty, its ActDiff tensors, shuffle, masks, normalization and RRR log). Default: from the budget, else paper. README: Fidelity.")]
 

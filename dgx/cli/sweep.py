@@ -39,6 +39,7 @@ def sweep(
     time_min: Annotated[int, typer.Option("--time-min", min=1, help="SLURM time limit per worker job, minutes.")] = 24 * 60,
     trials_per_gpu: Annotated[int, typer.Option("--trials-per-gpu", min=1, help="Workers (trials) packed on each --gpus device: batch 16 leaves a large GPU mostly idle.")] = 1,
     pack: Annotated[int, typer.Option("--pack", min=1, help="Train up to this many grid points of one λ and seed (differing in LR and WD) as one wide network (dgx/pack.py). Default: 1, one trial at a time.")] = 1,
+    select: c.SelectOpt = "val",
 ) -> None:
     """Search the budget's grid (Appendix A for --budget paper), retrain the best over seeds, print the table.
 

@@ -16,9 +16,13 @@ and let ``dgx analyze attribution`` say where a model looks.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+from dgx.runs import atomic_write
 
 # Mask kinds a dataset may provide. "none" is always available (all ones);
 # "gaze" only where radiologist gaze was cached (real CXR-P with `dgx data cache --gaze`).
@@ -107,3 +111,53 @@ class Bundle:
     @property
     def image_size(self) -> int:
         return int(self.train.images.shape[-1])
+
+
+def _parts(bundle: Bundle) -> list[tuple[str, Split]]:
+    return [("train", bundle.train), ("val", bundle.val), ("test", bundle.test), *bundle.targets.items()]
+
+
+def bundle_arrays(bundle: Bundle) -> dict[str, np.ndarray]:
+    """A generated bundle as flat named arrays (``PART/images``, ``PART/mask/KIND``, ...), for an npz cache."""
+    out = {}
+    for part, split in _parts(bundle):
+        out[f"{part}/images"], out[f"{part}/labels"] = split.images, split.labels
+        out.update({f"{part}/mask/{k}": m for k, m in split.masks.items()})
+        out.update({f"{part}/anatomy/{k}": m for k, m in split.anatomy.items()})
+        out.update({f"{part}/group/{k}": np.asarray(g).astype(str) for k, g in split.groups.items()})
+    return out
+
+
+def bundle_from_arrays(arrays: dict[str, np.ndarray], name: str, source: str, targets: tuple[str, ...],
+                       fingerprint: str) -> Bundle:
+    """:func:`bundle_arrays` back into a bundle; KeyError where a part lacks its arrays or subgroup keys
+    (a cache written by an older generator: regenerate)."""
+    def split(part: str) -> Split:
+        def group(prefix: str) -> dict[str, np.ndarray]:
+            return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+        groups = group(f"{part}/group/")
+        if not groups:
+            raise KeyError(f"{part}/group/")
+        return Split(arrays[f"{part}/images"], arrays[f"{part}/labels"], group(f"{part}/mask/"),
+                     group(f"{part}/anatomy/"), groups)
+
+    return Bundle(name, source, split("train"), split("val"), split("test"), {t: split(t) for t in targets},
+                  fingerprint, native_masks=True)
+
+
+def cached_bundle(path, make, name: str, source: str, targets: tuple[str, ...], fingerprint: str) -> Bundle:
+    """The generated bundle cached at ``path`` (an npz of :func:`bundle_arrays`), else ``make()`` written
+    there; a truncated or foreign file is regenerated."""
+    path = Path(path)
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return bundle_from_arrays({k: z[k] for k in z.files}, name, source, targets, fingerprint)
+        except (OSError, ValueError, KeyError) as e:
+            logging.getLogger("dgx").warning("%s cache %s unreadable (%s); regenerating", name, path, e)
+    bundle = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as tmp:  # a concurrent reader sees no file or a whole one
+        np.savez_compressed(tmp, **bundle_arrays(bundle))
+    return bundle

@@ -12,10 +12,11 @@ import pandas as pd
 from dgx.errors import DgxError
 from dgx.report.load import load_runs
 from dgx.report.render import render
-from dgx.report.stats import mean_ci
-from dgx.report.tables import Baseline, build, table1, table1_cells
+from dgx.stats import mean_ci
+from dgx.report.selection import selection_table
+from dgx.report.tables import WIDE_TABLES, Baseline, build, table1, table1_cells
 
-__all__ = ["load_runs", "mean_ci", "report", "table1", "table1_cells", "filter_runs"]
+__all__ = ["load_runs", "mean_ci", "report", "search_runs", "table1", "table1_cells", "filter_runs"]
 
 
 def filter_runs(runs: pd.DataFrame, *, dataset: list[str] | None = None, method: list[str] | None = None,
@@ -43,9 +44,31 @@ def report(
     test: str = "t",
     filters: dict | None = None,
     runs: pd.DataFrame | None = None,
+    search: pd.DataFrame | None = None,
 ) -> str:
-    """A paper-shaped table for the trials in ``storage`` (see :func:`load_runs` for the filters)."""
+    """A paper-shaped table for the trials in ``storage`` (see :func:`load_runs` for the filters), followed,
+    for the seeds phase, by what each selection rule picks on the searches behind it and its regret
+    (dgx/report/selection.py; ``search``: those searches' trials, else read from ``storage``)."""
     if runs is None:
         runs = load_runs(storage, study_prefix=study_prefix, phase=phase)
     runs = filter_runs(runs, **(filters or {}))
-    return render(build(runs, shape, method=method, baseline=Baseline.parse(baseline), test=test), fmt)
+    tables = build(runs, shape, method=method, baseline=Baseline.parse(baseline), test=test)
+    if search is None and storage is not None and phase == "seeds":
+        search = search_runs(storage, study_prefix)
+    if search is not None and shape in ("1", "2", "5"):
+        shown = set(runs[["dataset", "method", "mask"]].itertuples(index=False, name=None))  # the table's rows
+        kept = search[[row in shown for row in search[["dataset", "method", "mask"]].itertuples(index=False, name=None)]]
+        if shape in ("2", "5"):
+            kept = kept[kept["method"] == (method or WIDE_TABLES[shape])]
+        table = selection_table(kept) if not kept.empty else None
+        if table is not None:
+            tables.append(table)
+    return render(tables, fmt)
+
+
+def search_runs(storage, study_prefix: str | tuple[str, ...] | None = None) -> pd.DataFrame | None:
+    """The search-phase trials of ``storage`` (the studies ``study_prefix`` names), or None where there are none."""
+    try:
+        return load_runs(storage, study_prefix=study_prefix, phase="search")
+    except DgxError:
+        return None

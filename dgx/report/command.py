@@ -21,7 +21,7 @@ def run_report(storage: str | None = None, study: str | None = None, phase: str 
                test: str | None = None, source: str = "optuna", entity: str | None = None, project: str | None = None,
                figure: str | None = None, run_ci: str | None = None, by: str | None = None) -> str:
     """The report's text for stdout: the table itself, or "wrote PATH" when it went to a file or a figure."""
-    from dgx.report import filter_runs
+    from dgx.report import filter_runs, search_runs
     from dgx.report import report as build_report
     from dgx.report.load import load_runs
 
@@ -53,6 +53,7 @@ def run_report(storage: str | None = None, study: str | None = None, phase: str 
     elif figure is not None:
         check_out_file(Path(f"figures/report_{figure}.png"))
     chosen_phase = None if phase == "all" else phase
+    search = None  # the searches behind a seeds-phase table: what each selection rule picks there
     if source == "wandb":
         from dgx.report.wandb_source import load_wandb_runs
 
@@ -61,6 +62,7 @@ def run_report(storage: str | None = None, study: str | None = None, phase: str 
     else:
         url = storage or settings.default_storage()
         runs = load_runs(url, study_prefix=study, phase=chosen_phase)
+        search = search_runs(url, study) if phase == "seeds" else None
     filters = {"dataset": dataset, "method": None if table in ("2", "5") else method, "mask": mask}
     runs = filter_runs(runs, **filters)
     _check_baseline(baseline, runs)
@@ -86,7 +88,7 @@ def run_report(storage: str | None = None, study: str | None = None, phase: str 
         text = run_ci_table(runs, settings.runs_dir, run_ci, fmt)
     else:
         text = build_report(None, shape=table, fmt=fmt, method=method[0] if method and table in ("2", "5") else None,
-                            baseline=baseline, test=test, runs=runs)
+                            baseline=baseline, test=test, runs=runs, search=search)
     if out is None:
         return text
     write_atomic(out, text)

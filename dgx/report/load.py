@@ -23,7 +23,7 @@ from dgx.runs import TrialRecord
 log = logging.getLogger("dgx")
 
 COLUMNS = ("study", "trial", "dataset", "method", "mask", "phase", "seed", "domain", "role", "auroc", "run_id",
-           "profile", "val_auroc")
+           "profile", "val_auroc", "lam", "val_auroc_low", "val_shuffled_auroc", "draw")
 
 ORACLE = "oracle"  # the method name the tables give to trials of the oracle variant
 
@@ -90,7 +90,8 @@ def _complete_trials(store: optuna.storages.BaseStorage, names: list[str]):
 def _complete_trials_sql(store: optuna.storages.RDBStorage, names: list[str]):
     import sqlalchemy as sa
 
-    wanted = set(TrialRecord.REQUIRED) | {"run_id", "variant", "profile", "val_auroc"}  # the tables never read "config"
+    # The tables never read "config" (large); a trial from before "lam" was stored reads NaN there.
+    wanted = set(TrialRecord.REQUIRED) | set(TrialRecord.SELECTION) | {"run_id", "variant", "profile", "draw"}
     query = sa.text(
         "SELECT s.study_name, t.number, a.key, a.value_json FROM trials t "
         "JOIN studies s ON s.study_id = t.study_id "
@@ -132,7 +133,8 @@ def record_rows(study: str, number: int, record: TrialRecord) -> list[tuple]:
         value = record.auroc.get(domain)
         rows.append((study, number, record.dataset, method, record.mask, record.phase, record.seed, domain, role,
                      math.nan if value is None else float(value), record.run_id, record.profile,
-                     float(record.val_auroc)))
+                     float(record.val_auroc), record.lam, record.val_auroc_low, record.val_shuffled_auroc,
+                     math.nan if record.draw is None else float(record.draw)))
     return rows
 
 
@@ -182,4 +184,5 @@ def load_runs(
             msg += f"{skipped}; wait for `dgx sweep` to finish some trials or check the study prefix"
         raise DgxError(msg)
     df = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
-    return df.astype({"trial": "int64", "seed": "int64", "auroc": "float64", "val_auroc": "float64"})
+    return df.astype({"trial": "int64", "seed": "int64", "auroc": "float64", "val_auroc": "float64", "lam": "float64",
+                      "val_auroc_low": "float64", "val_shuffled_auroc": "float64", "draw": "float64"})

@@ -44,7 +44,7 @@ def _read(runs_dir: Path, run_id: str, name: str, load) -> dict:
 
 def run_ci_frame(runs: pd.DataFrame, runs_dir: Path, method: str, confidence: float = 0.95) -> pd.DataFrame:
     """One row per (trial, domain): AUROC and its per-run interval."""
-    from dgx.report.stats import bootstrap_ci, delong_ci
+    from dgx.stats import bootstrap_ci, delong_ci
 
     if "run_id" not in runs.columns:
         raise DgxError("these runs carry no run ids (a W&B source?); per-run intervals need the Optuna storage "

@@ -74,7 +74,7 @@ def subgroup_frame(runs: pd.DataFrame, runs_dir: Path, key: str) -> pd.DataFrame
 
 def subgroup_tables(runs: pd.DataFrame, runs_dir: Path, key: str, confidence: float = 0.95) -> list:
     """Per dataset: domain × method rows, the domain AUROC, each group's AUROC and the worst group."""
-    from dgx.report.stats import mean_ci
+    from dgx.stats import mean_ci
     from dgx.report.tables import MISSING, NOT_APPLICABLE, Table, _groups, _title, fmt_cell, method_label, select_trials
 
     runs, notes = select_trials(runs)

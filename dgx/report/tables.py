@@ -27,7 +27,7 @@ import pandas as pd
 from dgx.errors import DgxError, unknown_choice
 from dgx.methods import BASELINE, METHODS
 from dgx.report.load import ORACLE
-from dgx.report.stats import mean_ci, paired_difference
+from dgx.stats import mean_ci, paired_difference
 
 # Display names, in table order: every registered method (its own display_name), then the oracle row.
 METHOD_NAMES = {**{name: cls.display_name for name, cls in METHODS.items()},

@@ -115,7 +115,7 @@ def run_worker(storage_url: str, studies: list[str] | None = None, device: str =
             raise unknown_choice("study", name, sorted(dgx_studies(storage)) or ["(none: run `dgx sweep` first)"])
     import torch  # the slow imports, once the storage holds work
 
-    from dgx.sweep.plan import load_data
+    from dgx.sweep.plan import draws_of
     from dgx.sweep.study import SweepPlan, make_pruner, make_sampler, work
 
     if threads:
@@ -129,7 +129,7 @@ def run_worker(storage_url: str, studies: list[str] | None = None, device: str =
                                   pruner=make_pruner(plan))
         key = (plan.base.dataset, plan.base.data_options, plan.base.image_size)
         if key not in data_cache:
-            data_cache[key] = load_data(plan.base)
+            data_cache[key] = draws_of(plan.base)
         log.info("worker %d: joining study %s", os.getpid(), name)
         work(plan, study, data_cache[key], settings, progress=progress)
     return {"studies": len(names)}

@@ -80,7 +80,7 @@ def reproduce(name: str, data: str | None = None, data_opt: list[str] | None = N
               model: str | None = None, weights: str | None = None, image_size: int | None = None,
               profile: str | None = None, storage: str | None = None, dry_run: bool = False,
               workers: int | None = None, gpus: str | None = None, device: str = "auto",
-              pruner: str = "none", throughput: str | Path | None = None, pack: int = 1,
+              pruner: str = "none", throughput: str | Path | None = None, pack: int = 1, select: str = "val",
               echo: Callable[[str], None] = print) -> None:
     """Run the studies behind one of the paper's tables (resuming existing ones), then ``echo`` each table.
 
@@ -100,7 +100,7 @@ def reproduce(name: str, data: str | None = None, data_opt: list[str] | None = N
     url = storage or settings.default_storage()
     overrides = dict(data=data, data_opt=data_opt, budget=budget, trials=trials, seeds=seeds, epochs=epochs,
                      model=model, weights=weights, image_size=image_size, profile=profile, device=device,
-                     pruner=pruner, pack=pack)
+                     pruner=pruner, pack=pack, select=select)
     plans_by_spec, rows = plan_specs(chosen, url, **overrides)
     if pruner != "none":  # measured on decoy-cxr replicas: bench/prune_replay.py, README "Pruned searches"
         console.print(f"[yellow]--pruner {pruner}: the search may pick another configuration than the full grid "
@@ -184,8 +184,8 @@ class StudyCost:
 
 
 def plan_specs(chosen: list[PaperSpec], url: str, *, data, data_opt, budget, trials, seeds, epochs, model, weights,
-               image_size, profile, device, pruner: str = "none",
-               pack: int = 1) -> tuple[dict[str, list], list[StudyCost]]:
+               image_size, profile, device, pruner: str = "none", pack: int = 1,
+               select: str = "val") -> tuple[dict[str, list], list[StudyCost]]:
     """The sweep plans of each spec, and one cost row per study (a study shared by specs is counted once)."""
     from dgx.sweep import SweepPlan
     from dgx.sweep.plan import study_name
@@ -200,8 +200,9 @@ def plan_specs(chosen: list[PaperSpec], url: str, *, data, data_opt, budget, tri
                                                 budget or spec.budget, model=model, weights=weights,
                                                 image_size=image_size, epochs=epochs, batch_size=16,
                                                 actdiff_layers="all", profile=profile or spec.profile)
-            plan = SweepPlan(base=cfg, budget=plan_budget, study=study_name(cfg, plan_budget.name), storage=url,
-                             trials=trials, seeds=seeds or spec.seeds, device=device, pruner=pruner, pack=pack)
+            plan = SweepPlan(base=cfg, budget=plan_budget, study=study_name(cfg, plan_budget.name, select=select),
+                             storage=url, trials=trials, seeds=seeds or spec.seeds, device=device, pruner=pruner,
+                             pack=pack, select=select)
             oracle = plan.oracle() if spec.oracle and exp.method == BASELINE else None
             for one in [plan] + ([oracle] if oracle is not None else []):
                 plans.append(one)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from dgx.checks import check_device, check_flags, check_folder, check_number, check_sweep_flags, parse_options
 from dgx.config import get_settings
-from dgx.data import ORACLES, check_options, load_dataset
+from dgx.data import GENERATED, ORACLES, Draws, check_options, generated_masks, load_dataset
 from dgx.data.base import NEGATIVE_MASKS, Bundle
 from dgx.errors import DgxError, unknown_choice
 from dgx.methods import BASELINE, method_class, uses_mask
@@ -65,8 +65,6 @@ def resolve_config(method: str, mask: str | None, data: str, data_opt: list[str]
                    lam: float | None = None, seed: int = 0,
                    negative_masks: str | None = None, profile: str | None = None) -> tuple[TrainConfig, Budget]:
     """Validate the flags and merge them over the budget into one TrainConfig (no data is loaded)."""
-    from dgx.data.decoy import MASKS as DECOY_MASKS
-
     check_flags(method, mask, data, data_opt, lr=lr, wd=wd, lam=lam, seed=seed, actdiff_layers=actdiff_layers,
                 negative_masks=negative_masks, profile=profile, model=model, weights=weights)
     if batch_size < 1:
@@ -81,8 +79,8 @@ def resolve_config(method: str, mask: str | None, data: str, data_opt: list[str]
     size = image_size if image_size is not None else budget.train.get("image_size")
     decoy = check_options(data, dict(parse_data_options(data_opt)), size)
     if decoy is not None:  # the train size is known before generating anything
-        if uses_mask(method) and mask is not None and mask not in (*DECOY_MASKS, "none"):
-            raise unknown_choice(f"mask for dataset {data}", mask, [*DECOY_MASKS, "none"])
+        if uses_mask(method) and mask is not None and mask not in (*generated_masks(data), "none"):
+            raise unknown_choice(f"mask for dataset {data}", mask, [*generated_masks(data), "none"])
         n_images, counted = _epoch_images(decoy.n_train, decoy.n_val, profile_name)
         check_steps(n_images, batch_size, data, counted)
     if not uses_mask(method):
@@ -115,8 +113,9 @@ def resolve_config(method: str, mask: str | None, data: str, data_opt: list[str]
 
 
 def load_data(cfg: TrainConfig) -> Bundle:
+    """The data ``cfg`` trains on (on generated data: its seed's draw, see dgx.data.draw_options), checked."""
     settings = get_settings()
-    bundle = load_dataset(cfg.dataset, dict(cfg.data_options), cfg.image_size, settings.data_dir)
+    bundle = load_dataset(cfg.dataset, dict(cfg.data_options), cfg.image_size, settings.data_dir, cfg.seed)
     if cfg.mask != "none" and cfg.mask not in bundle.train.masks:
         raise unknown_choice(f"mask for dataset {cfg.dataset}", cfg.mask, [*bundle.train.masks, "none"])
     if cfg.negative_masks != "ones" and cfg.mask != "none" and cfg.negative_masks not in bundle.train.anatomy:
@@ -137,7 +136,7 @@ def check_model(cfg: TrainConfig, bundle: Bundle | None = None) -> None:
 
     model = build_model(cfg.model, cfg.weights)
     size = bundle.image_size if bundle is not None else cfg.image_size
-    if size is None and bundle is None and cfg.dataset == "decoy-cxr":
+    if size is None and bundle is None and cfg.dataset in GENERATED:
         size = check_options(cfg.dataset, dict(cfg.data_options)).image_size
     if size is not None:
         check_input_size(model, cfg.model, int(size))
@@ -145,10 +144,10 @@ def check_model(cfg: TrainConfig, bundle: Bundle | None = None) -> None:
 
 def _model_then_data(cfg: TrainConfig, checked=None) -> Bundle:
     """The model checked and the data loaded, in the order that fails fastest: the model first where the
-    data would be generated (decoy-cxr), the data first where it is only read (a prepared cache, which
-    also gives the image size to check the model at). ``checked`` runs once both are checked and before
+    data would be generated (decoy-cxr, decoy-mnist), the data first where it is only read (a prepared cache,
+    which also gives the image size to check the model at). ``checked`` runs once both are checked and before
     anything is generated (the sweep opens its storage there)."""
-    if cfg.dataset == "decoy-cxr":
+    if cfg.dataset in GENERATED:
         check_model(cfg)
         if checked is not None:
             checked()
@@ -167,7 +166,7 @@ def sweep(method: str, mask: str | None = None, data: str = "decoy-cxr", data_op
           storage: str | None = None, study: str | None = None, sampler: str = "grid", pruner: str = "none",
           baseline: bool = True, oracle: bool = True, device: str = "auto", workers: int | None = None,
           gpus: str | None = None, launcher: str = "process", partition: str = "", time_min: int = 24 * 60,
-          trials_per_gpu: int = 1, pack: int = 1, budget_note: str = "") -> str | None:
+          trials_per_gpu: int = 1, pack: int = 1, select: str = "val", budget_note: str = "") -> str | None:
     """``dgx sweep``: search the grid, retrain the best over seeds (beside the ERM baseline and the oracle);
     the seed-averaged table, or None when the grid was only queued for workers (``workers=0``)."""
     settings = get_settings()
@@ -192,9 +191,10 @@ def sweep(method: str, mask: str | None = None, data: str = "decoy-cxr", data_op
     from dgx.sweep import SweepPlan, open_storage
     from dgx.sweep.study import check_pack, make_pruner, make_sampler
 
-    name = study_name(cfg, plan_budget.name, prefix=study) if study is None else study
+    name = study_name(cfg, plan_budget.name, prefix=study, select=select) if study is None else study
     plan = SweepPlan(base=cfg, budget=plan_budget, study=name, storage=url, trials=trials,
-                     seeds=seeds or plan_budget.seeds, device=device, sampler=sampler, pruner=pruner, pack=pack)
+                     seeds=seeds or plan_budget.seeds, device=device, sampler=sampler, pruner=pruner, pack=pack,
+                     select=select)
     make_sampler(sampler, plan.grid), make_pruner(plan), check_pack(plan)  # validate before any work
     plans = [plan]
     if baseline and cfg.method != BASELINE:
@@ -259,11 +259,17 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def draws_of(cfg: TrainConfig, first: Bundle | None = None) -> Draws:
+    """Every seed's data for ``cfg``'s dataset and options; ``first``: the bundle of ``cfg.seed``, already loaded."""
+    return Draws(cfg.dataset, dict(cfg.data_options), cfg.image_size, get_settings().data_dir,
+                 {cfg.seed: first} if first is not None else None)
+
+
 def execute(plans, spec, url: str, device: str, settings, bundle) -> list[str] | None:
     """Run ``plans`` in this process or on ``spec``'s workers; the study names, or None when only queued.
 
-    ``bundle`` serves every plan with the first plan's data; a plan on other data
-    options (the oracle) loads its own.
+    ``bundle`` (the first plan's data at its seed) serves the plans on the same data options; a plan on
+    other options (the oracle) loads its own, and every seed loads its draw (generated data).
     """
     from dgx.sweep import open_storage, run_sweep
     from dgx.sweep.launch import launch
@@ -285,18 +291,23 @@ def execute(plans, spec, url: str, device: str, settings, bundle) -> list[str] |
     else:
         first = plans[0].base
         for p in plans:
-            same = (p.base.dataset, p.base.data_options) == (first.dataset, first.data_options)
-            names += run_sweep(p, bundle if same and bundle is not None else load_data(p.base), settings)
+            same = (p.base.dataset, p.base.data_options, p.base.seed) == (first.dataset, first.data_options, first.seed)
+            names += run_sweep(p, draws_of(p.base, bundle if same else None), settings)
     return names
 
 
-def study_name(cfg, budget: str, prefix: str | None = None) -> str:
-    """METHOD-MASK-DATA-BUDGET, or PREFIX-METHOD for a baseline next to a named study."""
+def study_name(cfg, budget: str, prefix: str | None = None, select: str = "val") -> str:
+    """METHOD-MASK-DATA-BUDGET[-PROFILE][-select-RULE], or PREFIX-METHOD for a baseline next to a named study.
+
+    A selection rule other than the paper's names its own study (its seeds phase may retrain another
+    point; the search's trainings are shared through their run folders). A method without a mask or λ
+    selects alike under every rule, so its study is shared too."""
     if prefix:
         return f"{prefix}-{cfg.method}"
     negatives = "" if cfg.negative_masks == "ones" else f"-neg{cfg.negative_masks}"
     profile = "" if cfg.profile == "paper" else f"-{cfg.profile}"
-    return f"{cfg.method}-{cfg.mask}{negatives}-{cfg.dataset}-{budget}{profile}"
+    rule = f"-select-{select}" if select != "val" and uses_mask(cfg.method) else ""
+    return f"{cfg.method}-{cfg.mask}{negatives}-{cfg.dataset}-{budget}{profile}{rule}"
 
 
 def train_one(method: str, mask: str | None = None, data: str = "decoy-cxr", data_opt: list[str] | None = None,
@@ -324,5 +335,5 @@ def train_one(method: str, mask: str | None = None, data: str = "decoy-cxr", dat
     return cfg, bundle, train(cfg, bundle, folder, device=device)
 
 
-__all__ = ["parse_data_options", "check_lam", "check_steps", "resolve_config", "load_data", "check_model", "sweep",
-           "execute", "study_name", "train_one"]
+__all__ = ["parse_data_options", "check_lam", "check_steps", "resolve_config", "load_data", "draws_of", "check_model",
+           "sweep", "execute", "study_name", "train_one"]

@@ -16,6 +16,7 @@ trainings free.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -27,10 +28,11 @@ from optuna.trial import TrialState
 from dgx import runs
 from dgx.checks import PRUNERS, SAMPLERS  # one list, also checked before any work
 from dgx.config import Settings
-from dgx.data import oracle_options
+from dgx.data import Draws, oracle_options
 from dgx.data.base import Bundle
 from dgx.errors import DgxError, unknown_choice
 from dgx.progress import make_progress
+from dgx.selection import DEFAULT_RULE, Candidate, pick
 from dgx.sweep import queue
 from dgx.sweep.space import PACKED_FIELDS, Budget, suggest
 from dgx.sweep.storage import open_storage
@@ -57,6 +59,7 @@ class SweepPlan:
     pruner: str = "none"  # none | median | hyperband, acting on per-epoch source-val AUROC
     variant: str = ""  # "oracle": ERM on the source with its shortcut decorrelated (a reference row)
     pack: int = 1  # this worker trains up to this many grid points of one λ and seed as one pack (dgx/pack.py)
+    select: str = DEFAULT_RULE  # which grid point the seeds phase retrains (dgx/selection.py): val (the paper's) | ...
 
     @property
     def grid(self) -> dict[str, list[float]]:
@@ -80,7 +83,7 @@ class SweepPlan:
     def to_attrs(self) -> dict:
         """What a ``dgx worker`` needs to rebuild this plan from the study alone."""
         return {"budget": self.budget.name, "grid": self.grid, "seeds": self.seeds, "trials": self.trials,
-                "sampler": self.sampler, "pruner": self.pruner, "variant": self.variant}
+                "sampler": self.sampler, "pruner": self.pruner, "variant": self.variant, "select": self.select}
 
     @classmethod
     def from_study(cls, study: optuna.Study, device: str = "auto") -> "SweepPlan":
@@ -96,7 +99,7 @@ class SweepPlan:
                         seeds=int(plan["seeds"]))
         return cls(base=base, budget=budget, study=study.study_name, storage="", trials=plan["trials"],
                    seeds=int(plan["seeds"]), device=device, sampler=plan["sampler"], pruner=plan["pruner"],
-                   variant=str(plan.get("variant", "")))
+                   variant=str(plan.get("variant", "")), select=str(plan.get("select", DEFAULT_RULE)))
 
     def grid_points(self) -> list[dict]:
         """The points this sweep searches: the grid in a seeded shuffled order, capped at ``trials``.
@@ -135,22 +138,25 @@ def prepare_sweep(plan: SweepPlan, storage=None) -> optuna.Study:
     return search
 
 
-def run_sweep(plan: SweepPlan, data: Bundle, settings: Settings, progress: bool = True) -> tuple[str, str]:
+def run_sweep(plan: SweepPlan, data: Draws | Bundle, settings: Settings, progress: bool = True) -> tuple[str, str]:
     """Run (or resume) the search and seeds phases in this process; returns the two study names."""
     storage = open_storage(plan.storage)
     search = prepare_sweep(plan, storage)
     return work(plan, search, data, settings, progress=progress)
 
 
-def work(plan: SweepPlan, search: optuna.Study, data: Bundle, settings: Settings,
+def work(plan: SweepPlan, search: optuna.Study, data: Draws | Bundle, settings: Settings,
          progress: bool = True, timing: Timing | None = None) -> tuple[str, str]:
     """One worker: take search trials until the search is done, then seeds trials; returns the study names.
 
-    Any number of workers (processes, machines) may run this on the same
-    storage at once; :mod:`dgx.sweep.queue` makes each grid point and each seed
-    train exactly once.
+    ``data`` gives each seed its data (a Bundle is the data of ``plan.base.seed``; generated data draws
+    the others). Any number of workers (processes, machines) may run this on the same storage at once;
+    :mod:`dgx.sweep.queue` makes each grid point and each seed train exactly once.
     """
     timing = timing or Timing.from_settings(settings)
+    if isinstance(data, Bundle):
+        data = Draws(plan.base.dataset, dict(plan.base.data_options), plan.base.image_size, settings.data_dir,
+                     {plan.base.seed: data})
     check_pack(plan)
     storage = queue.storage_of(search)
     with make_progress() as bar:
@@ -161,7 +167,7 @@ def work(plan: SweepPlan, search: optuna.Study, data: Bundle, settings: Settings
         _drain(search, objective, plan, timing, lambda done: bar.update(total, completed=done),
                points=plan.grid_points() if plan.sampler == "grid" else None, packed=packed)
 
-        best = _best_params(search)
+        best = _best_params(search, plan.select)
         seeds = _seeds_study(plan, storage, best)
         bar.update(total, status=f"best {_fmt(best)}")
         seed_grid = {k: [v] for k, v in best.items()} | {"seed": list(range(plan.seeds))}
@@ -215,10 +221,11 @@ def _open_study(plan: SweepPlan, storage, name: str, sampler, pruner=None) -> op
 class _TrialRun:
     """One trial's training as the sweep records it: its config and run folder, W&B run, reports and outcome."""
 
-    def __init__(self, plan: SweepPlan, data: Bundle, settings: Settings, phase: str, grid: dict,
+    def __init__(self, plan: SweepPlan, draws: Draws, settings: Settings, phase: str, grid: dict,
                  trial: optuna.Trial) -> None:
-        self.plan, self.data, self.phase, self.trial = plan, data, phase, trial
+        self.plan, self.phase, self.trial = plan, phase, trial
         self.cfg = replace(plan.base, **suggest(trial, grid))
+        self.data = data = draws(self.cfg.seed)  # generated data: this seed's own draw
         self.run_dir = runs.run_dir(settings.runs_dir, self.cfg.run_id(data.fingerprint))
         # One W&B run per training, not per trial: a trial whose run folder is already finished (seed 0
         # of the seeds phase is the selected search trial's training) opens none and carries the earlier
@@ -257,12 +264,12 @@ class _TrialRun:
         return result.val_auroc
 
 
-def _objective(plan: SweepPlan, data: Bundle, settings: Settings, phase: str, grid: dict, bar) -> Callable:
+def _objective(plan: SweepPlan, data: Draws, settings: Settings, phase: str, grid: dict, bar) -> Callable:
 
     def objective(trial: optuna.Trial) -> float:
         run = _TrialRun(plan, data, settings, phase, grid, trial)
         try:
-            result = train(run.cfg, data, run.run_dir, device=plan.device, on_epoch=run.on_epoch, progress=bar)
+            result = train(run.cfg, run.data, run.run_dir, device=plan.device, on_epoch=run.on_epoch, progress=bar)
         except BaseException as exc:
             run.failed(exc)
             raise
@@ -271,7 +278,7 @@ def _objective(plan: SweepPlan, data: Bundle, settings: Settings, phase: str, gr
     return objective
 
 
-def _packed_objective(plan: SweepPlan, data: Bundle, settings: Settings, phase: str, grid: dict, bar) -> Callable:
+def _packed_objective(plan: SweepPlan, data: Draws, settings: Settings, phase: str, grid: dict, bar) -> Callable:
     """Like :func:`_objective`, for trials that train as one pack: each trial's value, or the exception that
     stopped it (pruned, non-finite loss) while the others went on."""
 
@@ -280,7 +287,7 @@ def _packed_objective(plan: SweepPlan, data: Bundle, settings: Settings, phase: 
         for t in trials:
             t.set_user_attr("pack", len(trials))
         try:
-            outcomes = train_packed([m.cfg for m in members], data, [m.run_dir for m in members],
+            outcomes = train_packed([m.cfg for m in members], members[0].data, [m.run_dir for m in members],
                                     device=plan.device, progress=bar,
                                     on_epoch=lambda i, epoch, stats: members[i].on_epoch(epoch, stats))
         except BaseException as exc:
@@ -398,14 +405,27 @@ def _wait_for_others(study: optuna.Study, trials, waited: set[int], timing: Timi
     time.sleep(timing.poll_s)
 
 
-def _best_params(study: optuna.Study) -> dict:
+def _best_params(study: optuna.Study, rule: str = DEFAULT_RULE) -> dict:
+    """The params of the search trial ``rule`` selects (dgx/selection.py), from source validation only."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         raise DgxError(f"no search trial of study {study.study_name!r} completed, so there is no best configuration; "
                        "see the failed trials' fail_reason (optuna-dashboard) and rerun")
     # Ties: the smaller run id (a hash of the config), never the trial number, which a retry changes.
-    best = min(complete, key=lambda t: (-t.value, str(t.user_attrs.get("run_id", "")), t.number))
-    return dict(best.params)
+    candidates = [candidate(t.user_attrs, t.value, f"{t.user_attrs.get('run_id', '')}#{t.number:09d}")
+                  for t in complete]
+    return dict(complete[pick(candidates, rule)].params)
+
+
+def candidate(attrs: dict, value: float | None, key: str) -> Candidate:
+    """A finished trial as the selection rules see it (``value``: its objective, the validation AUROC)."""
+    def number(name: str, default: float = math.nan) -> float:
+        x = attrs.get(name)
+        return default if x is None else float(x)
+
+    return Candidate(key=key, lam=number("lam", float(dict(attrs.get("config") or {}).get("lam", math.nan))),
+                     val=number("val_auroc", math.nan if value is None else float(value)),
+                     val_low=number("val_auroc_low"), shuffled=number("val_shuffled_auroc"))
 
 
 def _seeds_study(plan: SweepPlan, storage, best: dict) -> optuna.Study:
