@@ -81,6 +81,7 @@ def _train(job: dict) -> dict:
     return {**job["meta"], "source": result.auroc[data.source], "target": float(sum(targets) / len(targets)),
             "target_acc": float(sum(accuracy) / len(accuracy)),
             "val": result.val_auroc, "val_low": result.val_auroc_low, "shuffled": result.val_shuffled_auroc,
+            "swapped": result.val_swapped_auroc,
             "lam": cfg.lam, "run_id": cfg.run_id(data.fingerprint), "wall_s": time.perf_counter() - started}
 
 
@@ -92,7 +93,8 @@ def run_jobs(jobs: list[dict], workers: int) -> list[dict]:
             print(f"  [{i}/{len(jobs)} {time.perf_counter() - started:5.0f} s] {row['label']} draw {row['draw']}: "
                   f"source {100 * row['source']:.1f}, target {100 * row['target']:.1f} "
                   f"(accuracy {100 * row['target_acc']:.1f}), val {100 * row['val']:.1f}"
-                  + (f", shuffled {100 * row['shuffled']:.1f}" if math.isfinite(row["shuffled"]) else ""),
+                  + (f", shuffled {100 * row['shuffled']:.1f}, swapped {100 * row['swapped']:.1f}"
+                     if math.isfinite(row["shuffled"]) else ""),
                   flush=True)
     return out
 
@@ -174,7 +176,8 @@ def evaluate(args) -> dict:
             for draw in draws:
                 grid = sorted((r for r in rows if (r["method"], r["mask"], r["draw"]) == (method, mask, draw)),
                               key=lambda r: r["run_id"])
-                cands = [Candidate(r["run_id"], r["lam"], r["val"], r["val_low"], r["shuffled"]) for r in grid]
+                cands = [Candidate(r["run_id"], r["lam"], r["val"], r["val_low"], r["shuffled"], r["swapped"])
+                         for r in grid]
                 best = max(r["target"] for r in grid)
                 for rule in RULES:
                     chosen = grid[pick(cands, rule)]

@@ -161,7 +161,7 @@ def check_flags(method: str, mask: str | None = None, data: str = "decoy-cxr", d
 # The names `dgx sweep` takes (dgx.sweep.study and dgx.sweep.launch use these; a test keeps them in step).
 SAMPLERS = ("grid", "tpe", "random")
 PRUNERS = ("none", "median", "hyperband", "asha")
-SELECTION_RULES = ("val", "shuffled", "lam-ci")  # dgx/selection.py: which grid point the seeds phase retrains
+SELECTION_RULES = ("val", "swapped", "shuffled", "lam-ci")  # dgx/selection.py: which grid point the seeds phase retrains
 LAUNCHERS = ("process", "slurm", "local")
 
 

@@ -277,10 +277,11 @@ class TrialRecord:
     lam: float = math.nan
     val_auroc_low: float = math.nan
     val_shuffled_auroc: float = math.nan
+    val_swapped_auroc: float = math.nan
     draw: int | None = None  # generated data: the data draw this seed trained on (dgx.data.draw_options)
 
     REQUIRED = ("method", "mask", "dataset", "source", "targets", "phase", "seed", "auroc")
-    SELECTION = ("lam", "val_auroc", "val_auroc_low", "val_shuffled_auroc")  # the rules' inputs, stored as floats
+    SELECTION = ("lam", "val_auroc", "val_auroc_low", "val_shuffled_auroc", "val_swapped_auroc")  # the rules' inputs, stored as floats
 
     def to_attrs(self) -> dict[str, Any]:
         attrs = {
@@ -289,6 +290,7 @@ class TrialRecord:
             "config": self.config, "val_auroc": self.val_auroc, "best_epoch": self.best_epoch,
             "auroc": dict(self.auroc), "resumed_from": self.resumed_from, "run_id": self.run_id,
             "lam": self.lam, "val_auroc_low": self.val_auroc_low, "val_shuffled_auroc": self.val_shuffled_auroc,
+            "val_swapped_auroc": self.val_swapped_auroc,
         }
         if self.draw is not None:
             attrs["draw"] = self.draw
@@ -315,6 +317,7 @@ class TrialRecord:
             best_epoch=int(attrs.get("best_epoch", 0)), resumed_from=int(attrs.get("resumed_from", 0)),
             wandb_run=attrs.get("wandb_run"), lam=float(attrs.get("lam", config.get("lam", math.nan))),
             val_auroc_low=_float(attrs.get("val_auroc_low")), val_shuffled_auroc=_float(attrs.get("val_shuffled_auroc")),
+            val_swapped_auroc=_float(attrs.get("val_swapped_auroc")),
             draw=None if attrs.get("draw") is None else int(attrs["draw"]),
         )
 

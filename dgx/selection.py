@@ -3,8 +3,17 @@
 The paper picks the configuration with the best **source-validation AUROC**
 (``val``, the default). On a source whose validation split carries the same
 shortcut as its training split, that rule rewards keeping the shortcut: it
-prefers the smallest λ. Two source-only alternatives can see the shortcut:
+prefers the smallest λ. Three source-only alternatives can see the shortcut:
 
+``swapped``
+    AUROC on the source-validation images with their background taken from
+    an image of the **other class**: every pixel outside both images' masks
+    comes from the donor, every other pixel stays the image's own (so neither
+    image's masked object is transplanted). A shortcut that lives in the
+    background (a hospital token that marks the positives) now points the
+    wrong way, so a model that reads it ranks the classes backwards; one that
+    reads the region inside the mask is unaffected. An image without a mask of
+    its own borrows a positive's, as below.
 ``shuffled``
     AUROC on the source-validation images with their background outside the
     mask shuffled, as ActDiff's training copies are (each image's background
@@ -19,9 +28,9 @@ prefers the smallest λ. Two source-only alternatives can see the shortcut:
     split cannot tell apart from the best one.
 
 Every rule reads only the source-validation split and the masks. A rule needs
-a mask (``shuffled``) or a λ (``lam-ci``); for a method with neither (ERM)
-every rule is ``val``. The rules choose grid points; within a training the
-checkpoint (the epoch) is the profile's (dgx/profiles.py).
+a mask (``swapped``, ``shuffled``) or a λ (``lam-ci``); for a method with
+neither (ERM) every rule is ``val``. The rules choose grid points; within a
+training the checkpoint (the epoch) is the profile's (dgx/profiles.py).
 """
 
 from __future__ import annotations
@@ -39,18 +48,41 @@ DEFAULT_RULE = "val"  # the paper's
 SHUFFLE_SEED = 0  # every training of every sweep is validated on the same shuffled copies
 
 
-def shuffled_background(split: Split, kind: str, seed: int = SHUFFLE_SEED) -> Split | None:
-    """``split`` with each image's background outside its ``kind`` mask shuffled (see the module text), or
-    None where no image has a mask of its own (nothing says what is background)."""
+def _kept_regions(split: Split, kind: str, rng: np.random.Generator) -> np.ndarray | None:
+    """bool (N, H, W): each image's own ``kind`` mask, or a positive's where it has none (None: no image has one)."""
     masks = np.asarray(split.masks[kind]) > 0
     own = ~unconstrained(masks)
     if not own.any():
         return None
-    rng = np.random.default_rng(seed)
-    donors = np.flatnonzero(own)
     keep = masks.copy()
     free = np.flatnonzero(~own)
-    keep[free] = masks[rng.choice(donors, len(free))]  # borrowed: shuffled like a positive
+    keep[free] = masks[rng.choice(np.flatnonzero(own), len(free))]  # borrowed: treated like a positive
+    return keep
+
+
+def swapped_background(split: Split, kind: str, seed: int = SHUFFLE_SEED) -> Split | None:
+    """``split`` with each image's background outside its ``kind`` mask taken from a random image of the other
+    class (see the module text), or None where no image has a mask or a class is missing."""
+    rng = np.random.default_rng(seed)
+    keep = _kept_regions(split, kind, rng)
+    labels = np.asarray(split.labels)
+    if keep is None or len(np.unique(labels)) < 2:
+        return None
+    donor = np.empty(len(labels), dtype=np.int64)
+    for cls in np.unique(labels):
+        mine, others = np.flatnonzero(labels == cls), np.flatnonzero(labels != cls)
+        donor[mine] = rng.choice(others, len(mine))
+    images = np.where(keep | keep[donor], split.images, np.asarray(split.images)[donor])
+    return Split(images.astype(np.uint8), labels)
+
+
+def shuffled_background(split: Split, kind: str, seed: int = SHUFFLE_SEED) -> Split | None:
+    """``split`` with each image's background outside its ``kind`` mask shuffled (see the module text), or
+    None where no image has a mask of its own (nothing says what is background)."""
+    rng = np.random.default_rng(seed)
+    keep = _kept_regions(split, kind, rng)
+    if keep is None:
+        return None
     images = np.array(split.images)
     for i in range(len(images)):
         background = ~keep[i]
@@ -68,6 +100,7 @@ class Candidate:
     val: float  # source-validation AUROC
     val_low: float = math.nan  # lower end of its 95% DeLong interval
     shuffled: float = math.nan  # AUROC on the shuffled-background validation copies
+    swapped: float = math.nan  # AUROC on the swapped-background validation copies
 
 
 def pick(candidates: Sequence[Candidate], rule: str = DEFAULT_RULE) -> int:
@@ -81,8 +114,9 @@ def pick(candidates: Sequence[Candidate], rule: str = DEFAULT_RULE) -> int:
         raise ValueError("no candidates to select from")
     order = sorted(range(len(candidates)), key=lambda i: candidates[i].key)
     by_val = max(order, key=lambda i: _value(candidates[i].val))
-    if rule == "shuffled" and all(math.isfinite(c.shuffled) for c in candidates):
-        return max(order, key=lambda i: candidates[i].shuffled)
+    for name in ("swapped", "shuffled"):
+        if rule == name and all(math.isfinite(getattr(c, name)) for c in candidates):
+            return max(order, key=lambda i: getattr(candidates[i], name))
     if rule == "lam-ci" and math.isfinite(candidates[by_val].val_low):
         low = candidates[by_val].val_low
         within = [i for i in order if _value(candidates[i].val) >= low]
@@ -94,4 +128,4 @@ def _value(x: float) -> float:
     return x if math.isfinite(x) else -math.inf
 
 
-__all__ = ["RULES", "DEFAULT_RULE", "Candidate", "pick", "shuffled_background"]
+__all__ = ["RULES", "DEFAULT_RULE", "Candidate", "pick", "shuffled_background", "swapped_background"]

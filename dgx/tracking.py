@@ -38,6 +38,7 @@ def record_trial(trial: optuna.Trial, cfg: TrainConfig, result: TrainResult, *, 
                          variant=variant, config=cfg.to_dict(), val_auroc=result.val_auroc,
                          best_epoch=result.best_epoch, resumed_from=result.resumed_from, wandb_run=wandb_run,
                          lam=cfg.lam, val_auroc_low=result.val_auroc_low, val_shuffled_auroc=result.val_shuffled_auroc,
+                         val_swapped_auroc=result.val_swapped_auroc,
                          draw=None if root is None else root + cfg.seed)
     for key, value in record.to_attrs().items():
         trial.set_user_attr(key, value)

@@ -95,10 +95,12 @@ class TrainResult:
     # What the other grid-point rules read (dgx/selection.py), of the selected checkpoint; NaN where n/a.
     val_auroc_low: float = math.nan  # lower end of the source-validation AUROC's 95% DeLong interval
     val_shuffled_auroc: float = math.nan  # AUROC on the validation images with their background shuffled
+    val_swapped_auroc: float = math.nan  # AUROC on the validation images with the other class's background
 
 
 RESIDENT_SHARE = 0.25  # the training split moves to the GPU when it takes at most this share of free memory
 RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(TrainResult))
+SELECTION_FIELDS = ("val_auroc_low", "val_shuffled_auroc", "val_swapped_auroc")  # what dgx/selection.py reads
 
 
 def save_groups(run_dir: Path, domains: dict) -> None:
@@ -128,7 +130,7 @@ def train(
     (for tracking and pruning; it may raise to stop the run).
     """
     run_dir = Path(run_dir)
-    if (stored := _stored(run_dir, data)) is not None:
+    if (stored := _stored(run_dir, data, cfg, device)) is not None:
         return stored
     started = time.perf_counter()
     profile = get_profile(cfg.profile)
@@ -175,7 +177,7 @@ def train_packed(
     """
     from dgx.pack import check_packable
 
-    outcomes: list[TrainResult | Exception | None] = [_stored(Path(d), data) for d in run_dirs]
+    outcomes: list[TrainResult | Exception | None] = [_stored(Path(d), data, c, device) for c, d in zip(cfgs, run_dirs)]
     todo = [i for i, o in enumerate(outcomes) if o is None]
     if not todo:
         return outcomes
@@ -292,18 +294,20 @@ class _Pack:
 def selection_splits(data: Bundle, mask: str) -> dict[str, Split]:
     """The source-validation splits the selection rules score a finished run on (dgx/selection.py): the
     validation split, and its shuffled-background copy where ``mask`` gives one."""
-    from dgx.selection import shuffled_background
+    from dgx.selection import shuffled_background, swapped_background
 
     out = {VAL: data.val}
-    if mask != "none" and mask in data.val.masks and (shuffled := shuffled_background(data.val, mask)) is not None:
-        out[VAL_SHUFFLED] = shuffled
+    if mask != "none" and mask in data.val.masks:
+        for name, copies in ((VAL_SWAPPED, swapped_background), (VAL_SHUFFLED, shuffled_background)):
+            if (split := copies(data.val, mask)) is not None:
+                out[name] = split
     return out
 
 
-VAL, VAL_SHUFFLED = "(val)", "(val, shuffled)"  # selection_splits' names: never a domain's
+VAL, VAL_SHUFFLED, VAL_SWAPPED = "(val)", "(val, shuffled)", "(val, swapped)"  # never a domain's name
 
 
-def _stored(run_dir: Path, data: Bundle) -> TrainResult | None:
+def _stored(run_dir: Path, data: Bundle, cfg: TrainConfig, device: str = "auto") -> TrainResult | None:
     """The run folder's finished result when it verifies; a folder that does not is quarantined (None)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / runs.RESULT).exists():
@@ -312,10 +316,26 @@ def _stored(run_dir: Path, data: Bundle) -> TrainResult | None:
     if not problems:
         if not (run_dir / runs.GROUPS).exists():  # a run from before subgroup keys were stored
             save_groups(run_dir, {data.source: data.test, **data.targets})
+        if any(k not in stored for k in SELECTION_FIELDS):  # a run from before the selection rules' numbers
+            stored = _backfill_selection(run_dir, data, cfg, _device(device), stored)
         return TrainResult(**{k: stored[k] for k in RESULT_FIELDS if k in stored})
     runs.quarantine(run_dir, problems[0])
     run_dir.mkdir(parents=True, exist_ok=True)
     return None
+
+
+def _backfill_selection(run_dir: Path, data: Bundle, cfg: TrainConfig, dev: torch.device, stored: dict) -> dict:
+    """A finished run from before the selection rules' numbers were recorded: its selected checkpoint scored
+    on them now, and its result.json rewritten with them (the sealed files are unchanged)."""
+    profile = get_profile(cfg.profile)
+    data = for_profile(data, profile, cfg.seed, cfg.mask)
+    model = build_model(cfg.model, "none").to(dev)
+    model.load_state_dict(torch.load(run_dir / runs.BEST, map_location=dev, weights_only=True))
+    splits = selection_splits(data, cfg.mask)
+    scores = {name: predict(model, split, dev, normalization=profile.normalization) for name, split in splits.items()}
+    stored = {**stored, **{k: math.nan for k in SELECTION_FIELDS}, **_selection_numbers(splits, scores)}
+    runs.atomic_write_text(run_dir / runs.RESULT, json.dumps(stored, indent=1))
+    return stored
 
 
 def _steps(cfg: TrainConfig, data: Bundle) -> int:
@@ -470,8 +490,9 @@ def _selection_numbers(splits: dict[str, Split], scores: dict[str, np.ndarray]) 
     val = np.asarray(splits[VAL].labels)
     if len(np.unique(val)) == 2:
         out["val_auroc_low"] = delong_ci(val, scores[VAL])[1]
-    if VAL_SHUFFLED in splits:
-        out["val_shuffled_auroc"] = _auroc(np.asarray(splits[VAL_SHUFFLED].labels), scores[VAL_SHUFFLED])
+    for name, key in ((VAL_SHUFFLED, "val_shuffled_auroc"), (VAL_SWAPPED, "val_swapped_auroc")):
+        if name in splits:
+            out[key] = _auroc(np.asarray(splits[name].labels), scores[name])
     return out
 
 

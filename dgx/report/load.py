@@ -23,7 +23,7 @@ from dgx.runs import TrialRecord
 log = logging.getLogger("dgx")
 
 COLUMNS = ("study", "trial", "dataset", "method", "mask", "phase", "seed", "domain", "role", "auroc", "run_id",
-           "profile", "val_auroc", "lam", "val_auroc_low", "val_shuffled_auroc", "draw")
+           "profile", "val_auroc", "lam", "val_auroc_low", "val_shuffled_auroc", "val_swapped_auroc", "draw")
 
 ORACLE = "oracle"  # the method name the tables give to trials of the oracle variant
 
@@ -134,6 +134,7 @@ def record_rows(study: str, number: int, record: TrialRecord) -> list[tuple]:
         rows.append((study, number, record.dataset, method, record.mask, record.phase, record.seed, domain, role,
                      math.nan if value is None else float(value), record.run_id, record.profile,
                      float(record.val_auroc), record.lam, record.val_auroc_low, record.val_shuffled_auroc,
+                     record.val_swapped_auroc,
                      math.nan if record.draw is None else float(record.draw)))
     return rows
 
@@ -185,4 +186,5 @@ def load_runs(
         raise DgxError(msg)
     df = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
     return df.astype({"trial": "int64", "seed": "int64", "auroc": "float64", "val_auroc": "float64", "lam": "float64",
-                      "val_auroc_low": "float64", "val_shuffled_auroc": "float64", "draw": "float64"})
+                      "val_auroc_low": "float64", "val_shuffled_auroc": "float64", "val_swapped_auroc": "float64",
+                      "draw": "float64"})

@@ -18,7 +18,7 @@ from dgx.methods import METHODS
 from dgx.report.tables import MISSING, Table, method_label
 from dgx.selection import RULES, Candidate, pick
 
-RULE_NAMES = {"val": "val (paper)", "shuffled": "shuffled", "lam-ci": "lam-ci"}
+RULE_NAMES = {"val": "val (paper)", "swapped": "swapped", "shuffled": "shuffled", "lam-ci": "lam-ci"}
 
 
 def _points(search: pd.DataFrame) -> pd.DataFrame:
@@ -28,7 +28,8 @@ def _points(search: pd.DataFrame) -> pd.DataFrame:
     targets = search[search["role"] == "target"]
     average = targets.groupby(["study", "trial"])["auroc"].agg(lambda v: v.mean() if v.notna().all() else np.nan)
     out = first.assign(target_avg=average).reset_index()
-    return out[keys + ["run_id", "lam", "val_auroc", "val_auroc_low", "val_shuffled_auroc", "target_avg"]]
+    return out[keys + ["run_id", "lam", "val_auroc", "val_auroc_low", "val_shuffled_auroc", "val_swapped_auroc",
+                       "target_avg"]]
 
 
 def selection_rows(search: pd.DataFrame, rules: tuple[str, ...] = RULES) -> list[dict]:
@@ -42,7 +43,8 @@ def selection_rows(search: pd.DataFrame, rules: tuple[str, ...] = RULES) -> list
         if len(group) < 2:
             continue
         candidates = [Candidate(key=str(r.run_id), lam=float(r.lam), val=float(r.val_auroc),
-                                val_low=float(r.val_auroc_low), shuffled=float(r.val_shuffled_auroc))
+                                val_low=float(r.val_auroc_low), shuffled=float(r.val_shuffled_auroc),
+                                swapped=float(r.val_swapped_auroc))
                       for r in group.itertuples()]
         best = group["target_avg"].max()
         row = {"dataset": dataset, "method": method, "mask": mask, "seed": int(seed), "points": len(group),
@@ -52,7 +54,8 @@ def selection_rows(search: pd.DataFrame, rules: tuple[str, ...] = RULES) -> list
             chosen = group.iloc[pick(candidates, rule)]
             row[f"{rule}_lam"], row[f"{rule}_target"] = float(chosen["lam"]), float(chosen["target_avg"])
             row[f"{rule}_regret"] = best - float(chosen["target_avg"])
-            row[f"{rule}_available"] = rule != "shuffled" or bool(np.isfinite(group["val_shuffled_auroc"]).all())
+            column = {"shuffled": "val_shuffled_auroc", "swapped": "val_swapped_auroc"}.get(rule)
+            row[f"{rule}_available"] = column is None or bool(np.isfinite(group[column]).all())
         rows.append(row)
     return rows
 

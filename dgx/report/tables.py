@@ -262,12 +262,24 @@ class Table:
     footer: tuple[str, ...] = ()  # lines under the note: the headline comparisons (see headline())
 
 
-def _note(baseline: Baseline | None, test: str, extra: str = "", part: pd.DataFrame | None = None) -> str:
-    note = f"_italic_ = OOD target domain; n = seeds; {MISSING} = not run; {NOT_APPLICABLE} = not applicable"
+def replicates(runs: pd.DataFrame | None) -> tuple[str, str]:
+    """What n counts, and which draws: ("seeds", "") on real data; on generated data ("replicates", " (...)"),
+    where a replicate is a data draw and an initialization (dgx.data.GENERATED)."""
+    if runs is None or "draw" not in runs or not runs["draw"].notna().any():
+        return "seeds", ""
+    draws = sorted({int(d) for d in runs["draw"].dropna()})
+    span = f"{draws[0]}–{draws[-1]}" if draws == list(range(draws[0], draws[-1] + 1)) else ", ".join(map(str, draws))
+    return "replicates", f" (each its own data draw and initialization: draw{'s' if len(draws) > 1 else ''} {span})"
+
+
+def _note(baseline: Baseline | None, test: str, extra: str = "", part: pd.DataFrame | None = None,
+          runs: pd.DataFrame | None = None) -> str:
+    unit, which = replicates(runs)
+    note = f"_italic_ = OOD target domain; n = {unit}{which}; {MISSING} = not run; {NOT_APPLICABLE} = not applicable"
     if baseline is not None:
         test_name = "paired t" if test == "t" else "Wilcoxon signed-rank"
         m = int(part["p"].notna().sum()) if part is not None and "p" in part else 0
-        note += (f"; Δ = paired difference to {baseline.label()} over shared seeds (± CI, {test_name} p); "
+        note += (f"; Δ = paired difference to {baseline.label()} over shared {unit} (± CI, {test_name} p); "
                  f"* = p < {ALPHA} after Holm's correction over the {m} comparisons of this dataset")
         note += _unreachable(test, part)
     note += _average_note(part)
@@ -307,7 +319,8 @@ def _title(what: str, runs: pd.DataFrame, experiment: str, confidence: float) ->
     sources = ", ".join(dict.fromkeys(exp.loc[exp["role"] == "source", "domain"]))
     phases = ", ".join(sorted(exp["phase"].unique()))
     profiles = ", ".join(sorted(exp["profile"].unique())) if "profile" in exp else "paper"
-    return (f"{what} — test AUROC (%), mean ± {confidence * 100:g}% CI (Student t) across seeds; phase: {phases}; "
+    return (f"{what} — test AUROC (%), mean ± {confidence * 100:g}% CI (Student t) across {replicates(exp)[0]}; "
+            f"phase: {phases}; "
             f"profile: {profiles}; source: {sources} (dataset {experiment})")
 
 
@@ -346,7 +359,8 @@ def table_long(runs: pd.DataFrame, shape: str, confidence: float, baseline: Base
                            if shape == "3" else []) + list(notes))
         footer = tuple(headline(runs[runs["dataset"] == experiment], confidence, test))
         out.append(Table(_title(what, runs, experiment, confidence), header, rows, targets,
-                         _note(baseline, test, extra, part), part.reset_index(drop=True), footer=footer))
+                         _note(baseline, test, extra, part, runs[runs["dataset"] == experiment]),
+                         part.reset_index(drop=True), footer=footer))
     return out
 
 
@@ -382,11 +396,12 @@ def table_wide(runs: pd.DataFrame, method: str, confidence: float, baseline: Bas
             rows.append(line)
         table = next((f"Table {n}" for n, m in WIDE_TABLES.items() if m == method), "Table")
         target_cols = tuple(i + 1 for i, d in enumerate(domains) if roles[d] == "target")
-        extra = ["(n) = seeds"] + ([f"no {name} runs on {experiment}: every row is {MISSING}, run "
+        extra = [f"(n) = {replicates(runs[runs['dataset'] == experiment])[0]}"] + ([f"no {name} runs on {experiment}: every row is {MISSING}, run "
                                     f"`dgx sweep {method} --mask MASK` to fill it"] if part.empty else [])
         out.append(Table(_title(f"{table}: {name} by segmentation type", runs, experiment, confidence),
                          ["Segmentation type", *domains], rows, [False] * len(rows),
-                         _note(baseline, test, "; ".join(extra + list(notes)), part), part.reset_index(drop=True),
+                         _note(baseline, test, "; ".join(extra + list(notes)), part, runs[runs["dataset"] == experiment]),
+                         part.reset_index(drop=True),
                          target_cols))
     return out
 
@@ -408,7 +423,8 @@ def headline(runs: pd.DataFrame, confidence: float = 0.95, test: str = "t") -> l
         return []
     oracle = seeds.loc[(experiment, ORACLE, "none")] if (ORACLE in set(runs["method"])) else None
     test_name = "paired t" if test == "t" else "Wilcoxon signed-rank"
-    lines = [f"Target average against ERM ({test_name} across seeds):"]
+    unit, which = replicates(runs)
+    lines = [f"Target average against ERM ({test_name} across {unit}{which}):"]
     gap = np.nan
     if oracle is not None and not oracle.dropna().empty:
         gap = oracle.mean() - erm.mean()
@@ -424,8 +440,9 @@ def headline(runs: pd.DataFrame, confidence: float = 0.95, test: str = "t") -> l
         if n == 0:
             continue
         ci = "n/a" if np.isnan(half) else f"{100 * half:.1f}"
+        above = int(((values[shared] - erm[shared]).dropna() > 0).sum())
         text = (f"- {method_label(method, mask)}: {100 * diff:+.1f} points (± {ci}, {confidence * 100:g}% CI; "
-                f"{n} paired seeds; p{fmt_p(p)})")
+                f"{n} paired {unit}; p{fmt_p(p)}; above ERM on {above} of {n})")
         if np.isfinite(gap) and gap > 0:
             text += f"; recovers {100 * (values.mean() - erm.mean()) / gap:.0f}% of the oracle headroom"
         lines.append(text)

@@ -425,7 +425,8 @@ def candidate(attrs: dict, value: float | None, key: str) -> Candidate:
 
     return Candidate(key=key, lam=number("lam", float(dict(attrs.get("config") or {}).get("lam", math.nan))),
                      val=number("val_auroc", math.nan if value is None else float(value)),
-                     val_low=number("val_auroc_low"), shuffled=number("val_shuffled_auroc"))
+                     val_low=number("val_auroc_low"), shuffled=number("val_shuffled_auroc"),
+                     swapped=number("val_swapped_auroc"))
 
 
 def _seeds_study(plan: SweepPlan, storage, best: dict) -> optuna.Study:
