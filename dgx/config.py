@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     lung_model: str = Field("", validation_alias=AliasChoices("DGX_LUNG_MODEL"))
     reference_dir: str = Field("", validation_alias=AliasChoices("DGX_REFERENCE_DIR"))
     sweeps_dir: str = Field("", validation_alias=AliasChoices("DGX_SWEEPS_DIR"))
+    # torch threads per training; 0 = its fair share of this machine's cores (dgx/threads.py).
+    threads: int = Field(0, ge=0, validation_alias=AliasChoices("DGX_THREADS"))
 
     @field_validator("wandb_mode")
     @classmethod

@@ -37,6 +37,7 @@ from dgx.methods import method_class, paper_epochs
 from dgx.models import InputNormalizer, build_model
 from dgx.profiles import get_profile
 from dgx.progress import make_progress
+from dgx.threads import training_share
 
 log = logging.getLogger("dgx")
 
@@ -137,23 +138,25 @@ def train(
     data = for_profile(data, profile, cfg.seed, cfg.mask)
     steps = _steps(cfg, data)
     run = _Run(cfg, profile, _device(device), run_dir)
-    bar, own_bar = _progress(progress)
-    task = bar.add_task(f"{cfg.method}/{cfg.mask} seed {cfg.seed}", total=run.epochs * steps,
-                        completed=run.start * steps, status="")
-    try:
-        for epoch in range(run.start, run.epochs):
-            train_loss = run.train_epoch(data.train, epoch, steps, lambda: bar.advance(task))
-            stats = run.evaluate_and_select(data.val, epoch, train_loss, eval_batch_size)
-            run.save_last()
-            bar.update(task, status=run.status(stats))
-            if on_epoch is not None:
-                on_epoch(epoch + 1, stats)
-    finally:
-        if own_bar:
-            bar.stop()
-        else:
-            bar.remove_task(task)
-    return run.finish(data, eval_batch_size, started)
+    with training_share() as share:  # this process's fair share of the machine's cores (dgx/threads.py)
+        bar, own_bar = _progress(progress)
+        task = bar.add_task(f"{cfg.method}/{cfg.mask} seed {cfg.seed}", total=run.epochs * steps,
+                            completed=run.start * steps, status="")
+        try:
+            for epoch in range(run.start, run.epochs):
+                share.apply()  # other trainings on this machine may have started or stopped
+                train_loss = run.train_epoch(data.train, epoch, steps, lambda: bar.advance(task))
+                stats = run.evaluate_and_select(data.val, epoch, train_loss, eval_batch_size)
+                run.save_last()
+                bar.update(task, status=run.status(stats))
+                if on_epoch is not None:
+                    on_epoch(epoch + 1, stats)
+        finally:
+            if own_bar:
+                bar.stop()
+            else:
+                bar.remove_task(task)
+        return run.finish(data, eval_batch_size, started)
 
 
 def train_packed(
@@ -188,15 +191,16 @@ def train_packed(
     steps = _steps(cfgs[0], data)
     dev = _device(device)
     members = {i: _Run(cfgs[i], profile, dev, Path(run_dirs[i])) for i in todo}
-    bar, own_bar = _progress(progress)
-    try:
-        for start in sorted({m.start for m in members.values()}):
-            group = {i: m for i, m in members.items() if m.start == start}
-            for i, outcome in _Pack(group, bar, steps).train(data, on_epoch, eval_batch_size, started).items():
-                outcomes[i] = outcome
-    finally:
-        if own_bar:
-            bar.stop()
+    with training_share():  # this process's fair share of the machine's cores (dgx/threads.py)
+        bar, own_bar = _progress(progress)
+        try:
+            for start in sorted({m.start for m in members.values()}):
+                group = {i: m for i, m in members.items() if m.start == start}
+                for i, outcome in _Pack(group, bar, steps).train(data, on_epoch, eval_batch_size, started).items():
+                    outcomes[i] = outcome
+        finally:
+            if own_bar:
+                bar.stop()
     return outcomes
 
 

@@ -13,7 +13,7 @@ TINY_OPTS = tuple(sorted(TINY_DATA.items()))
 
 def tiny_config(**overrides) -> TrainConfig:
     base = dict(method="erm", mask="none", dataset="decoy-cxr", data_options=TINY_OPTS, image_size=32,
-                model="resnet18", weights="none", lr=1e-3, epochs=2, batch_size=16)
+                model="resnet18-w16", weights="none", lr=1e-3, epochs=2, batch_size=16)
     base.update(overrides)
     return TrainConfig(**base)
 
@@ -26,7 +26,7 @@ def cli_data_args() -> list[str]:
     args = []
     for key, value in TINY_DATA.items():
         args += ["--data-opt", f"{key}={value}"]
-    return args + ["--image-size", "32", "--model", "resnet18", "--weights", "none"]
+    return args + ["--image-size", "32", "--model", "resnet18-w16", "--weights", "none"]
 
 
 def reference_dir(needed: str = "cxr_p_splits.csv") -> Path:

@@ -19,7 +19,7 @@ def test_bench_short_prints_all_ratios(tmp_path):
     # 64 px: the per-image baselines run train-mode batch norm on one image, which needs > 1 value per
     # channel in the last stage (a 32 px input leaves 1x1 there).
     out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--short", "--model", "resnet18",
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--short", "--model", "resnet18-w16",
                              "--size", "64", "--batch", "8", "--json", str(out)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr

@@ -24,7 +24,7 @@ def test_offline_wandb_files_hold_no_pixels_or_ids(prepared, tmp_path, monkeypat
     monkeypatch.setenv("WANDB_MODE", "offline")
     result = CliRunner().invoke(app, [
         "sweep", "rrr", "--data", "cxr-p", "--mask", "abnormality", "--trials", "1", "--seeds", "1",
-        "--epochs", "1", "--no-baseline", "--image-size", str(SIZE), "--model", "resnet18", "--weights", "none",
+        "--epochs", "1", "--no-baseline", "--image-size", str(SIZE), "--model", "resnet18-w16", "--weights", "none",
         "--storage", f"sqlite:///{tmp_path / 'db.sqlite3'}"])
     assert result.exit_code == 0, result.output
 

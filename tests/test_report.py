@@ -84,7 +84,7 @@ Table 1 — test AUROC (%), mean ± 95% CI (Student t) across seeds; phase: seed
 _italic_ = OOD target domain; n = seeds; — = not run; n/a = not applicable.
 
 Target average against ERM (paired t across seeds):
-- RRR (periphery): -0.3 points (± 4.4, 95% CI; 3 paired seeds; p=0.774)
+- RRR (periphery): -0.3 points (± 4.4, 95% CI; 3 paired seeds; p=0.774; above ERM on 1 of 3)
 """
 
 
@@ -103,7 +103,7 @@ def test_mean_ci_matches_scipy_and_edge_cases():
 def test_load_runs_rows_and_order(db):
     df = load_runs(db)
     assert list(df.columns) == ["study", "trial", "dataset", "method", "mask", "phase", "seed", "domain", "role", "auroc", "run_id",
-                                  "profile", "val_auroc", "lam", "val_auroc_low", "val_shuffled_auroc", "draw"]
+                                  "profile", "val_auroc", "lam", "val_auroc_low", "val_shuffled_auroc", "val_swapped_auroc", "draw"]
     assert len(df) == 2 * 3 * 3
     first = df[(df["study"] == "exp-erm.seeds") & (df["trial"] == 0)]
     assert list(first["domain"]) == [SOURCE] + TARGETS

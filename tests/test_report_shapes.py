@@ -298,8 +298,8 @@ def test_reproduce_on_decoy_then_report_everything(tmp_path):
     runner = CliRunner()
     args = ["reproduce", "table2", "--data", "decoy-cxr", "--budget", "quick", "--trials", "1", "--seeds", "2",
             "--epochs", "1", "--storage", url]
-    extra = [a for a in cli_data_args() if a not in ("--model", "resnet18", "--weights", "none")]
-    result = runner.invoke(app, [*args, *extra, "--model", "resnet18", "--weights", "none"])
+    extra = [a for a in cli_data_args() if a not in ("--model", "resnet18-w16", "--weights", "none")]
+    result = runner.invoke(app, [*args, *extra, "--model", "resnet18-w16", "--weights", "none"])
     assert result.exit_code == 0, result.output
     assert "Table 2: ActDiff by segmentation type" in result.stdout
     assert "Lung periphery" in result.stdout and "Scaled abnormality" in result.stdout
@@ -321,7 +321,7 @@ def test_reproduce_with_a_pruner_says_what_it_saved_and_warns(tmp_path):
     from tests.helpers import cli_data_args
 
     url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    extra = [a for a in cli_data_args() if a not in ("--model", "resnet18", "--weights", "none")]
+    extra = [a for a in cli_data_args() if a not in ("--model", "resnet18-w16", "--weights", "none")]
     result = CliRunner().invoke(app, ["reproduce", "table2", "--data", "decoy-cxr", "--budget", "quick", "--trials", "2",
                                       "--seeds", "1", "--epochs", "2", "--storage", url, "--pruner", "asha", *extra,
                                       "--model", "resnet18-w16", "--weights", "none"])

@@ -35,7 +35,7 @@ def _budget(tmp_path: Path, grid: dict, seeds: int, epochs: int) -> Path:
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
     budget = tmp_path / "budget.yaml"
     budget.write_text(yaml.safe_dump({"description": "test", "grid": str(tmp_path / "grid.yaml"), "seeds": seeds,
-                                      "train": {"model": "resnet18", "weights": "none", "image_size": 32,
+                                      "train": {"model": "resnet18-w16", "weights": "none", "image_size": 32,
                                                 "epochs": epochs}}))
     return budget
 

@@ -29,7 +29,7 @@ def reproduce(
     pruner: Annotated[str, typer.Option("--pruner", help="none (the default: the full grid) | median | hyperband | asha. Measured on decoy-cxr replicas, every pruner changed the pick by up to 7.5 AUROC points (bench/prune_replay.py), so the full grid stays the default. The seeds phase is never pruned.")] = "none",
     throughput: Annotated[Optional[str], typer.Option("--throughput", help="Measured throughput table (JSON) behind the GPU-hour estimate, as bench/gpu_check.py --table writes it. Default: sweeps/throughput/h200.json (a newer bench/results/throughput.json is used only when passed here).")] = None,
     pack: Annotated[int, typer.Option("--pack", min=1, help="Train K search grid points that differ only in LR and WD as one packed network (dgx/pack.py). Default: 1, one trial at a time. The estimate's packed variants use the best measured K up to this.")] = 1,
-    select: c.SelectOpt = "val",
+    select: Annotated[Optional[str], typer.Option("--select", help="Grid-point rule instead of the spec's `select` (val, the paper's, unless the spec says otherwise): val | swapped | shuffled | lam-ci. README: Model selection.")] = None,
 ) -> None:
     """Run the studies behind one of the paper's tables (resuming existing ones), then print the table."""
     options = dict(locals())  # the parsed options, before any other local name

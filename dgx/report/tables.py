@@ -263,13 +263,13 @@ class Table:
 
 
 def replicates(runs: pd.DataFrame | None) -> tuple[str, str]:
-    """What n counts, and which draws: ("seeds", "") on real data; on generated data ("replicates", " (...)"),
+    """What n counts, and which draws: ("seeds", "") on real data; on generated data ("replicates", "; ..."),
     where a replicate is a data draw and an initialization (dgx.data.GENERATED)."""
     if runs is None or "draw" not in runs or not runs["draw"].notna().any():
         return "seeds", ""
     draws = sorted({int(d) for d in runs["draw"].dropna()})
     span = f"{draws[0]}–{draws[-1]}" if draws == list(range(draws[0], draws[-1] + 1)) else ", ".join(map(str, draws))
-    return "replicates", f" (each its own data draw and initialization: draw{'s' if len(draws) > 1 else ''} {span})"
+    return "replicates", f"; each its own data draw and initialization: draw{'s' if len(draws) > 1 else ''} {span}"
 
 
 def _note(baseline: Baseline | None, test: str, extra: str = "", part: pd.DataFrame | None = None,

@@ -119,6 +119,9 @@ def run_worker(storage_url: str, studies: list[str] | None = None, device: str =
     from dgx.sweep.study import SweepPlan, make_pruner, make_sampler, work
 
     if threads:
+        from dgx.threads import pin
+
+        pin(threads)  # every training of this worker, instead of its fair share
         torch.set_num_threads(threads)
     data_cache: dict = {}
     for name in names:

@@ -50,6 +50,7 @@ class PaperSpec:
     oracle: bool = False  # also train the dataset's oracle (ERM on the shortcut-free source)
     in_all: bool = True  # part of `dgx reproduce all` (the paper's tables); the decoy rehearsal is not
     profile: str = "paper"  # paper | official (dgx/profiles.py)
+    select: str = "val"  # which grid point the seeds phase retrains (dgx/selection.py)
 
 
 def paper_specs() -> dict[str, PaperSpec]:
@@ -68,7 +69,7 @@ def paper_specs() -> dict[str, PaperSpec]:
             specs[path.stem] = PaperSpec(path.stem, str(raw.get("description", "")), str(raw["data"]),
                                          str(raw.get("budget", "paper")), int(raw["seeds"]), experiments,
                                          reports, bool(raw.get("oracle", False)), bool(raw.get("all", True)),
-                                         str(raw.get("profile", "paper")))
+                                         str(raw.get("profile", "paper")), str(raw.get("select", "val")))
         except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
             raise DgxError(f"paper spec {path} is malformed ({type(exc).__name__}: {exc}); "
                            "it needs data, seeds and experiments: [{method, mask}]") from None
@@ -80,7 +81,7 @@ def reproduce(name: str, data: str | None = None, data_opt: list[str] | None = N
               model: str | None = None, weights: str | None = None, image_size: int | None = None,
               profile: str | None = None, storage: str | None = None, dry_run: bool = False,
               workers: int | None = None, gpus: str | None = None, device: str = "auto",
-              pruner: str = "none", throughput: str | Path | None = None, pack: int = 1, select: str = "val",
+              pruner: str = "none", throughput: str | Path | None = None, pack: int = 1, select: str | None = None,
               echo: Callable[[str], None] = print) -> None:
     """Run the studies behind one of the paper's tables (resuming existing ones), then ``echo`` each table.
 
@@ -185,7 +186,7 @@ class StudyCost:
 
 def plan_specs(chosen: list[PaperSpec], url: str, *, data, data_opt, budget, trials, seeds, epochs, model, weights,
                image_size, profile, device, pruner: str = "none", pack: int = 1,
-               select: str = "val") -> tuple[dict[str, list], list[StudyCost]]:
+               select: str | None = None) -> tuple[dict[str, list], list[StudyCost]]:
     """The sweep plans of each spec, and one cost row per study (a study shared by specs is counted once)."""
     from dgx.sweep import SweepPlan
     from dgx.sweep.plan import study_name
@@ -200,9 +201,10 @@ def plan_specs(chosen: list[PaperSpec], url: str, *, data, data_opt, budget, tri
                                                 budget or spec.budget, model=model, weights=weights,
                                                 image_size=image_size, epochs=epochs, batch_size=16,
                                                 actdiff_layers="all", profile=profile or spec.profile)
-            plan = SweepPlan(base=cfg, budget=plan_budget, study=study_name(cfg, plan_budget.name, select=select),
+            rule = select or spec.select
+            plan = SweepPlan(base=cfg, budget=plan_budget, study=study_name(cfg, plan_budget.name, select=rule),
                              storage=url, trials=trials, seeds=seeds or spec.seeds, device=device, pruner=pruner,
-                             pack=pack, select=select)
+                             pack=pack, select=rule)
             oracle = plan.oracle() if spec.oracle and exp.method == BASELINE else None
             for one in [plan] + ([oracle] if oracle is not None else []):
                 plans.append(one)
