@@ -61,7 +61,7 @@ def make_plan(method: str, mask: str | None, rep: int, budget: dict):
     cfg, plan_budget = resolve_config(method, mask, "decoy-cxr", opts, budget["grid"], model=budget["model"],
                                       weights=budget["weights"], image_size=budget["image_size"],
                                       epochs=budget["epochs"], batch_size=budget["batch_size"], actdiff_layers="all")
-    return SweepPlan(base=cfg, budget=plan_budget, study=study_name(cfg, plan_budget.name), storage="", seeds=1)
+    return SweepPlan(base=cfg, budget=plan_budget, study=study_name(cfg, plan_budget), storage="", seeds=1)
 
 
 def train_point(base, params: dict, data, run_dir: Path) -> dict:

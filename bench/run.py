@@ -1,7 +1,7 @@
 """dgx benchmark suite: one command, a table on stdout, JSON on disk.
 
     python bench/run.py            # full: resnet50, 64 px, batch 16, CPU (the issue's setting)
-    python bench/run.py --short    # CI: fewer steps and a smaller loader set, same ratios
+    python bench/run.py --short    # CI: fewer steps, a smaller loader set, two processes at a time
 
 What it measures (each in its own subprocess, so peak memory is per measurement):
 
@@ -221,7 +221,8 @@ def run_sub(kind: str, **kw) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="dgx benchmarks (prints a table, writes JSON)")
-    ap.add_argument("--short", action="store_true", help="CI mode: fewer steps and images, same measurements")
+    ap.add_argument("--short", action="store_true", help="CI smoke test: fewer steps and images, the same measurements "
+                    "two processes at a time with one thread each (its timings do not compare with a full run's)")
     ap.add_argument("--model", default="resnet50")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--batch", type=int, default=16)
@@ -239,7 +240,9 @@ def main() -> None:
         return
 
     steps, warmup = (3, 1) if args.short else (10, 2)
-    n_small, n_large, n_png = (1000, 4000, 100) if args.short else (2000, 8000, 300)
+    n_small, n_large, n_png = (250, 1000, 40) if args.short else (2000, 8000, 300)
+    if args.short:  # a smoke test: the measurement processes (torch's import is most of each) two at a time
+        args.threads = 1
     started = time.perf_counter()
     results: dict = {"setting": {"model": args.model, "size": args.size, "batch": args.batch, "threads": args.threads,
                                  "short": args.short, "device": "cpu",
@@ -251,13 +254,22 @@ def main() -> None:
     # memory); "interleaved": all methods on one model in one process, alternating step by step,
     # so machine drift hits all alike. They differ by more than noise (allocator and cache state
     # after a different method's step), so both are printed.
-    for method in STEP_METHODS:
-        results["steps"][method] = run_sub("step", method=method, model_name=args.model, size=args.size,
-                                           batch=args.batch, steps=steps, warmup=warmup, threads=args.threads,
-                                           positive_rate=args.positive_rate)
-    inter = run_sub("interleaved", methods=list(STEP_METHODS), model_name=args.model, size=args.size,
-                    batch=args.batch, rounds=steps, warmup=warmup, threads=args.threads,
-                    positive_rate=args.positive_rate)
+    calls = [("step", dict(method=method, model_name=args.model, size=args.size, batch=args.batch, steps=steps,
+                           warmup=warmup, threads=args.threads, positive_rate=args.positive_rate))
+             for method in STEP_METHODS]
+    calls += [("interleaved", dict(methods=list(STEP_METHODS), model_name=args.model, size=args.size,
+                                   batch=args.batch, rounds=steps, warmup=warmup, threads=args.threads,
+                                   positive_rate=args.positive_rate)),
+              ("loader", dict(n=n_small, size=224, batch=64, threads=args.threads)),
+              ("loader", dict(n=n_large, size=224, batch=64, threads=args.threads)),
+              ("png", dict(n=n_png, size=224, threads=args.threads))]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2 if args.short else 1) as pool:
+        done = list(pool.map(lambda call: run_sub(call[0], **call[1]), calls))
+    for method, step in zip(STEP_METHODS, done):
+        results["steps"][method] = step
+    inter, small, large, png = done[len(STEP_METHODS):]
     s = results["steps"]
     for method, value in inter.items():
         s[method]["ms_interleaved"] = value
@@ -271,9 +283,6 @@ def main() -> None:
     both = {name: ratio_pair(*ab) for name, ab in pairs.items()}
     ratios = {name: v[0] for name, v in both.items()}
     results["ratios_interleaved"] = {name: v[1] for name, v in both.items()}
-    small = run_sub("loader", n=n_small, size=224, batch=64, threads=args.threads)
-    large = run_sub("loader", n=n_large, size=224, batch=64, threads=args.threads)
-    png = run_sub("png", n=n_png, size=224, threads=args.threads)
     results["loader"] = {"cache_small": small, "cache_large": large, "png_per_sample": png}
     ratios["loader_img_s"] = large["img_s"]
     ratios["loader_vs_png"] = large["img_s"] / png["img_s"]

@@ -42,6 +42,12 @@ def check_name(flag: str, value: str | None, example: str = "my-sweep") -> None:
         raise DgxError(f"{flag} is empty; pass a name, e.g. {flag} {example}, or leave {flag} out for the default")
     if value != value.strip() or any(ord(c) < 32 for c in value):
         raise DgxError(f"{flag} {value!r} has leading/trailing blanks or control characters; pass {value.strip()!r}")
+    if len(value) > MAX_NAME:
+        raise DgxError(f"{flag} is {len(value)} characters long; pass at most {MAX_NAME} (Optuna's SQL storages keep "
+                       "512, and dgx adds suffixes such as -oracle.seeds)")
+
+
+MAX_NAME = 480
 
 
 def check_study(flag: str, value: str | None) -> None:
@@ -96,11 +102,16 @@ def check_folder(path: Path | str, what: str, fix: str = "") -> None:
         raise DgxError(f"{what} {path} is not writable ({probe} is read-only for this user); {fix}")
 
 
-def check_out_file(path: Path | str, flag: str = "--out") -> None:
-    """``path`` can be written as a file: not a folder, and its folder can be created and written."""
+def check_out_file(path: Path | str, flag: str = "--out", figure: bool = False) -> None:
+    """``path`` can be written as a file: not a folder, and its folder can be created and written; a
+    ``figure`` also needs a suffix naming a format dgx writes (.png, .pdf, .svg)."""
     path = Path(path)
     if path.is_dir():
-        raise DgxError(f"{flag} {path} is a folder; pass a file name, e.g. {flag} {path / 'report.md'}")
+        raise DgxError(f"{flag} {path} is a folder; pass a file name, e.g. {flag} {path / ('figure.png' if figure else 'report.md')}")
+    if figure:
+        from dgx.plotting import figure_format
+
+        figure_format(path, flag)
     check_folder(path.parent, f"{flag} {path}: its folder", f"pass {flag} a file in a writable folder")
 
 

@@ -7,6 +7,7 @@ in the repository.
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from pathlib import Path
 
@@ -91,8 +92,16 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The settings, or a one-line DgxError naming the bad variable and how to fix it."""
+    # python-dotenv's "could not parse statement" warnings: held back, so that a bad setting stays one line,
+    # and said after the settings load when they do.
+    parser, held = logging.getLogger("dotenv.main"), _Held()
+    parser.addHandler(held)
+    propagate, parser.propagate = parser.propagate, False
     try:
-        return Settings()
+        settings = Settings()
+        for message in held.messages:
+            logging.getLogger("dgx").warning(".env: %s (the line is ignored; fix it or remove it)", message)
+        return settings
     except ValidationError as exc:
         err = exc.errors()[0]
         name = _variable(str(err["loc"][0]) if err.get("loc") else "?")
@@ -101,6 +110,18 @@ def get_settings() -> Settings:
                        f"fix or unset it (every setting is listed in .env.example)") from None
     except UnicodeDecodeError as exc:
         raise DgxError(f".env is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    finally:
+        parser.removeHandler(held)
+        parser.propagate = propagate
+
+
+class _Held(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record) -> None:
+        self.messages.append(record.getMessage())
 
 
 def _variable(field: str) -> str:

@@ -8,9 +8,13 @@ It reads a runs folder and, when given, an Optuna storage:
   next sweep or worker trains it again).
 - **stray temporary files**: ``.NAME.<pid>.<hex>.tmp*`` left by a write that
   was killed (a normal failure removes its own). Fix: delete them.
-- **orphaned run folders** (with a storage): finished folders no trial names.
-  Fix: move them to quarantine (never deleted: ``dgx train`` runs are orphans
-  too, and a folder still training is never touched).
+- **orphaned run folders** (with a storage): finished folders no trial names,
+  in this storage or in any other that trains in the same folder: every sweep
+  and worker adds its storage to ``<runs_dir>/storages.txt`` (passwords
+  removed), and SQLite/Journal files lying in the folder count too. While one
+  of them cannot be read, no folder is called an orphan. Fix: move them to
+  quarantine (never deleted: ``dgx train`` runs are orphans too, and a folder
+  still training is never touched).
 - **trials with no folder** (with a storage): COMPLETE trials whose run folder
   is missing or damaged; their numbers are still in the storage, but ROC
   curves, per-run intervals and subgroups need the folder. Fix: train the
@@ -123,13 +127,51 @@ def scan_storage(runs_dir: Path, storage: str, fix: bool = False, retrain=None) 
             closed = close_waiting_duplicates(study)
             for f in out[-len(waiting):]:
                 f.fixed = f"closed as duplicate ({closed} in {name})"
+    others, unread = _other_storages(runs_dir, storage)
+    if unread:  # a folder no storage we could read names may still belong to the one we could not
+        out += [Finding("unreadable-storage", url, f"{why}; orphans are not decided until it can be read (it is "
+                        f"listed in {Path(runs_dir) / runs.STORAGES}: fix its URL there, or remove the line if "
+                        "that storage is gone)") for url, why in unread]
+        return out
+    out += _orphans(runs_dir, named | others, label, fix)
+    return out
+
+
+def _other_storages(runs_dir: Path, storage: str) -> tuple[set[str], list[tuple[str, str]]]:
+    """The run ids named by every other storage known to share ``runs_dir`` (its registry, the SQLite and
+    Journal files in it), and those of them that could not be read (URL, why)."""
+    import optuna
+
+    from dgx.checks import storage_file
+    from dgx.report.load import _open
+    from dgx.sweep.storage import canonical_url, known_storages
+
+    named, unread = set(), []
+    for url in known_storages(runs_dir):
+        if url == canonical_url(storage) or ((path := storage_file(url)) is not None and not path.exists()):
+            continue  # this storage; a file storage deleted since names nothing
+        try:
+            store, _ = _open(url)
+            for name in optuna.get_all_study_names(store):
+                for t in optuna.load_study(study_name=name, storage=store).get_trials(deepcopy=False):
+                    if t.user_attrs.get("run_id"):
+                        named.add(str(t.user_attrs["run_id"]))
+        except Exception as exc:  # noqa: BLE001 - unreachable server, foreign file: say which and why
+            unread.append((url, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+    return named, unread
+
+
+def _orphans(runs_dir: Path, named: set[str], label: str, fix: bool) -> list[Finding]:
+    """Finished folders (a minute old: a trial records its run id just after result.json is written) that no
+    trial of any known storage names."""
     import time
 
+    out = []
     for folder in _folders(runs_dir):
-        # Only finished folders, a minute old: a trial records its run id just after result.json is written.
         result = folder / runs.RESULT
         if folder.name not in named and result.exists() and time.time() - result.stat().st_mtime > 60:
-            finding = Finding("orphan", str(folder), f"no trial in {label} names it")
+            finding = Finding("orphan", str(folder), f"no trial in {label} or the other storages that train in "
+                              f"{runs_dir} ({runs.STORAGES} and the storage files there) names it")
             if fix:
                 finding.fixed = f"moved to {runs.quarantine(folder, 'orphaned')}"
             out.append(finding)

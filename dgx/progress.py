@@ -8,7 +8,7 @@ one every :data:`LINE_INTERVAL_S` seconds while it advances, and one when it
 ends (a task that fails before its first line stays silent, so a bad input
 is still one line), so a log shows that a job is alive and
 how far it got. ``dgx --no-progress`` turns both off, ``dgx --quiet`` also
-the informational log lines.
+the informational lines (:func:`say` and INFO logs), leaving results, warnings and errors.
 """
 
 from __future__ import annotations
@@ -32,9 +32,29 @@ LINE_INTERVAL_S = 20.0  # plain-line mode: a running task reports at least this 
 _ENABLED = [True]  # dgx --no-progress / --quiet
 
 
-def set_progress(enabled: bool) -> None:
-    """Turn progress reporting on or off for this process (the root options of the CLI)."""
+_QUIET = [False]  # dgx --quiet: informational lines (say) off too
+
+
+def set_progress(enabled: bool, quiet: bool = False) -> None:
+    """Turn progress reporting on or off for this process (the root options of the CLI); ``quiet`` also
+    silences :func:`say`."""
     _ENABLED[0] = enabled
+    _QUIET[0] = quiet
+
+
+def say(text: str) -> None:
+    """An informational message on stderr (rich markup allowed): silent under ``--quiet``; on a terminal as
+    rich prints it, else plain, each line timestamped like the progress lines."""
+    if _QUIET[0]:
+        return
+    if console.is_terminal:
+        console.print(text)
+        return
+    from rich.text import Text
+
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    for line in Text.from_markup(text).plain.splitlines():
+        print(f"{stamp}  {line}", file=sys.stderr, flush=True)
 
 
 def make_progress(transient: bool = False):
@@ -113,6 +133,8 @@ class LineProgress:
             task.completed += advance
         new_status = "status" in fields and fields["status"] != task.fields.get("status")
         task.fields.update(fields)
+        if task.total is not None and task.completed >= task.total:
+            return  # its [done] line, when the task is removed, is the one line at 100%
         if new_status or time.monotonic() - task.last_line >= self.interval_s:
             self._line(task, "")
 

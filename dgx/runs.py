@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +39,9 @@ from typing import Any
 import numpy as np
 
 RUNS = "runs"  # run folders live under <runs_dir>/runs/
+STORAGES = "storages.txt"  # <runs_dir>/storages.txt: each Optuna storage whose trials name run folders here
+# A study name's "-o" + six hex digits: settings a flag changed from the budget's (dgx.sweep.plan.study_name).
+OVERRIDDEN = re.compile(r"-o[0-9a-f]{6}(?=$|[-.])")
 RESULT, LAST, BEST, SCORES = "result.json", "last.pt", "best.pt", "scores.npz"
 GROUPS = "groups.npz"  # per-image subgroup keys of the scored domains (dgx report --by); stays local
 
@@ -171,8 +175,11 @@ def quarantine(folder: Path, reason: str) -> Path:
     while target.exists():
         target = target.with_name(target.name + "x")
     os.replace(folder, target)
-    logging.getLogger("dgx").warning("run %s is damaged (%s); moved it to %s and training it again",
-                                     folder.name, reason, target)
+    if reason == "orphaned":  # dgx doctor --fix: no storage names it; nothing will train it again
+        logging.getLogger("dgx").warning("run %s is named by no known storage; moved it to %s", folder.name, target)
+    else:
+        logging.getLogger("dgx").warning("run %s is damaged (%s); moved it to %s and training it again",
+                                         folder.name, reason, target)
     return target
 
 

@@ -75,6 +75,9 @@ def logged_run(run_dir: Path, settings: Settings) -> str | None:
     return str(stored["run"]) if stored.get("run") else None
 
 
+ANONYMOUS_HOST = "dgx"  # the host name W&B stores instead of this machine's
+
+
 class WandbRun:
     """One W&B run per training; a no-op when mode is "disabled".
 
@@ -83,8 +86,10 @@ class WandbRun:
     selected search trial) opens no run: :attr:`ref` is the earlier run's.
     """
 
-    def __init__(self, settings: Settings, cfg: TrainConfig, *, study: str, phase: str, name: str,
-                 run_dir: Path | None = None) -> None:
+    def __init__(self, settings: Settings, cfg: TrainConfig, *, group: str, phase: str, name: str,
+                 run_dir: Path | None = None, variant: str = "", extra: dict | None = None) -> None:
+        """``group``: the experiment (method, mask, data, budget, profile: the search study's name), shared by
+        its search and seeds phases; ``extra``: what the config alone does not say (budget, trial number)."""
         self.run = None
         self.reused: str | None = None
         self.logged: set[int] = set()
@@ -97,27 +102,34 @@ class WandbRun:
             return
         import wandb
 
+        from dgx import __version__
+
         wandb_dir = Path(settings.runs_dir)
         wandb_dir.mkdir(parents=True, exist_ok=True)
         if settings.wandb_api_key:
             os.environ.setdefault("WANDB_API_KEY", settings.wandb_api_key)
+        config = {**cfg.to_dict(), **(extra or {}), "variant": variant or "none", "dgx_version": __version__}
         self.run = wandb.init(
             project=settings.wandb_project,
             entity=settings.wandb_entity or None,
-            group=study,
+            group=group,
             job_type=phase,
             name=name,
-            config=cfg.to_dict(),
-            tags=[cfg.method, cfg.mask, cfg.dataset],
+            config=config,
+            tags=[cfg.method, cfg.mask, cfg.dataset, cfg.profile] + ([variant] if variant else []),
             mode=mode,
             dir=str(wandb_dir),
-            reinit="finish_previous",
+            reinit="create_new",  # packed members are open at once; each run is its own object (run.log, run.finish)
             settings=wandb.Settings(
                 silent=True, console="off", save_code=False, disable_code=True, disable_git=True,
+                host=ANONYMOUS_HOST,  # W&B records socket.gethostname() otherwise
                 x_save_requirements=False,  # no requirements.txt: the README says machine metadata stays here
                 x_disable_meta=True, x_disable_stats=True, x_disable_machine_info=True,
             ),
         )
+        self.run.define_metric("epoch")  # the x-axis of every per-epoch chart (restored epochs arrive late)
+        for key in ("train/*", "val/*"):
+            self.run.define_metric(key, step_metric="epoch")
 
     @property
     def ref(self) -> str | None:
@@ -163,6 +175,9 @@ class WandbRun:
             self.run.summary["best_epoch"] = result.best_epoch
             for domain, value in result.auroc.items():
                 self.run.summary[f"auroc/{domain}"] = value
+            shown = [result.auroc[t] for t in targets or [] if t in result.auroc]
+            if shown:  # what the tables average: the targets' mean AUROC
+                self.run.summary["auroc/target_mean"] = float(np.mean(shown))
             if source is not None:  # what `dgx report --source wandb` needs to rebuild the tables
                 self.run.summary["source"] = source
                 self.run.summary["targets"] = list(targets or [])

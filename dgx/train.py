@@ -73,6 +73,13 @@ class TrainConfig:
         d["epochs"] = self.num_epochs
         return d
 
+    def label(self) -> str:
+        """How progress lines name this training: method, mask, grid point and seed."""
+        from dgx.methods import uses_mask
+
+        lam = f" λ={self.lam:g}" if uses_mask(self.method) else ""
+        return f"{self.method}/{self.mask} lr={self.lr:g} wd={self.wd:g}{lam} seed {self.seed}"
+
     def run_id(self, data: str = "") -> str:
         """Run-folder name: hash of the config and of the data's content fingerprint.
 
@@ -140,7 +147,7 @@ def train(
     run = _Run(cfg, profile, _device(device), run_dir)
     with training_share() as share:  # this process's fair share of the machine's cores (dgx/threads.py)
         bar, own_bar = _progress(progress)
-        task = bar.add_task(f"{cfg.method}/{cfg.mask} seed {cfg.seed}", total=run.epochs * steps,
+        task = bar.add_task(cfg.label(), total=run.epochs * steps,
                             completed=run.start * steps, status="")
         try:
             for epoch in range(run.start, run.epochs):
@@ -151,12 +158,14 @@ def train(
                 bar.update(task, status=run.status(stats))
                 if on_epoch is not None:
                     on_epoch(epoch + 1, stats)
+            bar.remove_task(task)
+            task = None
+            return run.finish(data, eval_batch_size, started, bar=bar)
         finally:
             if own_bar:
                 bar.stop()
-            else:
+            elif task is not None:  # stopped mid-training
                 bar.remove_task(task)
-        return run.finish(data, eval_batch_size, started)
 
 
 def train_packed(
@@ -246,7 +255,7 @@ class _Pack:
 
     def train(self, data: Bundle, on_epoch, eval_batch_size: int, started: float) -> dict[int, TrainResult | Exception]:
         cfg, out = self.cfg, {}
-        task = self.bar.add_task(f"{cfg.method}/{cfg.mask} seed {cfg.seed} ×{len(self.members)} packed",
+        task = self.bar.add_task(f"{cfg.method}/{cfg.mask} λ={cfg.lam:g} seed {cfg.seed} ×{len(self.members)} packed (lr, wd)",
                                  total=self.epochs * self.steps, completed=self.start * self.steps, status="")
         try:
             for epoch in range(self.start, self.epochs):
@@ -258,7 +267,7 @@ class _Pack:
                     try:
                         check_finite(float(losses[k]), epoch)
                         member.opt.step()  # no gradients: a no-op that lets its schedule step without a warning
-                        member.sched.step()
+                        member.step_schedule()
                         stats = member.evaluate_and_select(data.val, epoch, float(losses[k]), eval_batch_size,
                                                            scores=scores[:, k])
                         member.save_last()
@@ -289,8 +298,7 @@ class _Pack:
         if self.cuda:
             scorer = scorer.to(memory_format=torch.channels_last)
         domains = {data.source: data.test, **data.targets, **selection_splits(data, self.cfg.mask)}
-        scores = {name: predict(scorer, split, self.dev, batch_size, self.profile.normalization)
-                  for name, split in domains.items()}
+        scores = score(scorer, domains, self.dev, batch_size, self.profile.normalization, self.bar)
         return {i: m.finish(data, batch_size, started, scores={name: s[:, k] for name, s in scores.items()})
                 for k, (i, m) in enumerate(self.members.items())}
 
@@ -377,6 +385,7 @@ class _Run:
         self.method = method_class(cfg.method).from_config(cfg, profile, fixed_shuffle)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.wd)
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=self.epochs)
+        self.epoch_lr = cfg.lr  # the rate of the epoch in training (step_schedule)
         self.amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else contextlib.nullcontext()
         self.normalize = InputNormalizer(profile.normalization)  # reused input buffers on CPU (see dgx.models)
         self.by_accuracy = profile.select == "accuracy"
@@ -417,8 +426,13 @@ class _Run:
         """One pass over the training split; the mean training loss (raises if it is not finite)."""
         train_loss = float(epoch_losses(self, split, epoch, steps, advance))
         check_finite(train_loss, epoch)
-        self.sched.step()
+        self.step_schedule()
         return train_loss
+
+    def step_schedule(self) -> None:
+        """The epoch is trained: keep the learning rate it used (for its stats), then step the schedule."""
+        self.epoch_lr = self.opt.param_groups[0]["lr"]
+        self.sched.step()
 
     def evaluate_and_select(self, val: Split, epoch: int, train_loss: float, batch_size: int,
                             scores: np.ndarray | None = None) -> dict:
@@ -433,7 +447,7 @@ class _Run:
             self.best_val, self.best_epoch = (acc if self.by_accuracy else val_auroc), epoch + 1
             runs.save_checkpoint(self.model.state_dict(), self.dir / runs.BEST)
         stats = {"epoch": epoch + 1, "train_loss": train_loss, "val_auroc": val_auroc, "val_accuracy": acc,
-                 "lr": self.opt.param_groups[0]["lr"]}
+                 "lr": self.epoch_lr}  # the rate this epoch trained at (the schedule has stepped since)
         self.history.append(stats)
         return stats
 
@@ -454,16 +468,15 @@ class _Run:
         self.model.load_state_dict(torch.load(self.dir / runs.BEST, map_location=self.dev, weights_only=True))
 
     def finish(self, data: Bundle, batch_size: int, started: float,
-               scores: dict[str, np.ndarray] | None = None) -> TrainResult:
+               scores: dict[str, np.ndarray] | None = None, bar=None) -> TrainResult:
         """Test the selected checkpoint on every domain (or take its ``scores``, from a pack); store its
         scores and the result (the "done" marker)."""
         domains = {data.source: data.test, **data.targets}
         chosen_val = selection_splits(data, self.cfg.mask)
         if scores is None:
             self.load_best()
-            norm = self.profile.normalization
-            scores = {name: predict(self.model, split, self.dev, batch_size, norm)
-                      for name, split in {**domains, **chosen_val}.items()}
+            scores = score(self.model, {**domains, **chosen_val}, self.dev, batch_size, self.profile.normalization,
+                           bar)
         # The selected checkpoint's scores stay in the run folder (ROC curves, paired tests); never uploaded.
         labels = {name: np.asarray(split.labels) for name, split in domains.items()}
         runs.save_scores(self.dir / runs.SCORES, {name: (labels[name], scores[name]) for name in domains})
@@ -534,8 +547,9 @@ def check_finite(train_loss: float, epoch: int) -> None:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, split: Split, device: torch.device, batch_size: int = 128,
-            normalization: str = "imagenet") -> np.ndarray:
-    """P(pneumothorax) for every image of ``split``, in order: (N,), or (N, K) for a packed model."""
+            normalization: str = "imagenet", advance: Callable[[int], None] | None = None) -> np.ndarray:
+    """P(pneumothorax) for every image of ``split``, in order: (N,), or (N, K) for a packed model.
+    ``advance(n)`` after each batch of n images (a progress bar)."""
     model.eval()
     cuda = device.type == "cuda"
     out = []
@@ -545,7 +559,25 @@ def predict(model: torch.nn.Module, split: Split, device: torch.device, batch_si
         with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext():
             logits = model(x.contiguous(memory_format=torch.channels_last) if cuda else x)
         out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
+        if advance is not None:
+            advance(len(images))
     return torch.cat(out).numpy()
+
+
+def score(model: torch.nn.Module, splits: dict[str, Split], device: torch.device, batch_size: int,
+          normalization: str, bar=None) -> dict[str, np.ndarray]:
+    """:func:`predict` on each split, as one progress task over all their images (tens of thousands on real
+    targets: minutes without a word otherwise)."""
+    total = sum(len(split.labels) for split in splits.values())
+    task = None if bar is None else bar.add_task(f"scoring {total} images ({', '.join(splits)})", total=total,
+                                                 status="")
+    try:
+        return {name: predict(model, split, device, batch_size, normalization,
+                              None if task is None else lambda n: bar.advance(task, n))
+                for name, split in splits.items()}
+    finally:
+        if task is not None:
+            bar.remove_task(task)
 
 
 def accuracy(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -1,9 +1,21 @@
-"""Shared fixtures: keep every test's runs, data and W&B files inside tmp_path."""
+"""Shared fixtures: keep every test's runs, data and W&B files inside tmp_path.
+
+The suite runs in two processes (`pytest -n 2 --dist loadfile`, the README's test command): each file's tests
+run in one process, in order (a module fixture such as the bad-input battery runs once; the PostgreSQL tests
+of a file never overlap; those of different files use their own study names and reset only their own
+connections), and torch work takes one thread per process (two processes on two cores), as dgx's fair share
+would give it. (`--dist loadgroup` would group across files, but pytest-xdist 3.8 cannot mark groups under
+pytest 9, whose node ids it no longer rewrites.)
+"""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2  # one per process when two test processes share the cores
 
 
 @pytest.fixture(autouse=True)
@@ -11,7 +23,7 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("DGX_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("DGX_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("DGX_STORAGE", raising=False)
-    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("WANDB_MODE", "offline")  # as users run it: W&B on, written locally (README: Storage and tracking)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     # --lung-model auto must not find a developer's real PSPNet weights during tests.
     monkeypatch.setenv("DGX_LUNG_MODEL", str(tmp_path / "no-lung-model.pth"))
@@ -19,7 +31,10 @@ def _isolated(tmp_path, monkeypatch):
     from dgx.config import get_settings
 
     get_settings.cache_clear()
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
+    # A fixed thread count for dgx's own trainings too: its fair share would change with what the other test
+    # process is running, and CPU kernels round differently with the thread count (tests compare scores).
+    monkeypatch.setenv("DGX_THREADS", str(THREADS))
     yield
     get_settings.cache_clear()
     from dgx.progress import set_progress

@@ -40,3 +40,16 @@ def reference_dir(needed: str = "cxr_p_splits.csv") -> Path:
     if not (path / needed).is_file():
         pytest.skip(f"reference file {needed} not available (../shared/reference or $DGX_REFERENCE_DIR)")
     return path
+
+
+def named_study(url: str, base: str, suffix: str = ""):
+    """The study of ``url`` that `dgx sweep` named ``base`` + its override tag (``-oHASH``, present when flags
+    such as :func:`cli_data_args` changed the budget's settings) + ``suffix`` (``.seeds``, ``-oracle``)."""
+    import re
+
+    import optuna
+
+    pattern = re.escape(base) + r"(-o[0-9a-f]{6})?" + re.escape(suffix)
+    names = [n for n in optuna.get_all_study_names(url) if re.fullmatch(pattern, n)]
+    assert len(names) == 1, (base, suffix, optuna.get_all_study_names(url))
+    return optuna.load_study(study_name=names[0], storage=url)

@@ -1,6 +1,6 @@
-# A battery of 147 bad inputs (test_battery_size asserts at least 60) through the real entry point `python -m dgx`:
-# train 58, report 28, sweep 16, data 10, worker 9, reproduce 8, environment and .env 7, analyze 4, masks 4,
-# the command line itself 3. On 2 idle CPU cores the battery takes about 65 s (slowest case ~4.5 s, median 0.6 s);
+# A battery of 158 bad inputs (test_battery_size asserts at least 60) through the real entry point `python -m dgx`:
+# train 58, report 31, sweep 17, data 10, worker 9, reproduce 9, environment and .env 8, analyze 7, masks 5,
+# the command line itself 3, doctor 1. On 2 idle CPU cores the battery takes about 65 s (slowest case ~4.5 s, median 0.6 s);
 # while other jobs share the cores, up to about 2 minutes (`pytest -s` prints the timings).
 """Nothing a user types ends in a traceback or a silent wrong result.
 
@@ -320,6 +320,29 @@ CASES: list[Case] = [
     Case("analyze-attribution-no-storage", ["analyze", "attribution"], ("dgx.db",)),
     Case("analyze-attribution-device-tpu", ["analyze", "attribution", "--storage", DB, "--device", "tpu"],
          ("--device", "tpu"), setup=storage()),
+    # --- issue 24's battery: each case failed on the code before it (traceback, silent acceptance or wrong blame)
+    Case("doctor-device-tpu", ["doctor", "--device", "tpu"], ("--device", "tpu"), setup=folder("runs")),
+    Case("analyze-gaze-corrupt-gzip", ["analyze", "gaze", "--reference", "{tmp}/ref"], ("cxr_p_gaze.csv.gz", "damaged"),
+         setup=both(write("ref/cxr_p_splits.csv", "image_id,split\n"), write("ref/cxr_p_gaze.csv.gz", GARBAGE))),
+    Case("analyze-gaze-truncated-gzip", ["analyze", "gaze", "--reference", "{tmp}/ref"], ("cxr_p_gaze.csv.gz", "EOFError"),
+         setup=both(write("ref/cxr_p_splits.csv", "image_id,split\n"),
+                    write("ref/cxr_p_gaze.csv.gz", __import__("gzip").compress(b"image_id,x\n" * 50)[:30]))),
+    Case("analyze-attribution-unknown-domain", ["analyze", "attribution", "--storage", DB, "--domain", "bogus"],
+         ("--domain", "bogus", "mimic"), setup=both(storage(), write(f"runs/runs/{RUN_ID}/best.pt", GARBAGE))),
+    Case("env-dotenv-unparsable-then-bad", ["report"], ("DGX_HEARTBEAT_S", "soon"),
+         setup=write(".env", "not a statement\n\"open\nDGX_HEARTBEAT_S=soon\n")),
+    Case("reproduce-sweeps-dir-empty", ["reproduce", "table1", "--dry-run"], ("DGX_SWEEPS_DIR", "paper"),
+         env={"DGX_SWEEPS_DIR": "{tmp}/sweeps"}, setup=both(folder("sweeps/budgets"), folder("sweeps/grids"),
+                                                           folder("sweeps/paper")), never=("table1",)),
+    Case("report-study-too-long", ["report", "--storage", DB, "--study", "x" * 3000], ("--study", "480")),
+    Case("sweep-study-too-long", ["sweep", "rrr", "--mask", "periphery", *TINY, "--study", "x" * 3000],
+         ("--study", "480")),
+    Case("report-figure-bad-suffix", ["report", "--storage", DB, "--figure", "bars", "--out", "{tmp}/f.jpg"],
+         ("--out", ".png", ".jpg"), setup=storage()),
+    Case("masks-figure-bad-suffix", ["masks", "show", "--data-opt", "n_train=32", "--out", "{tmp}/m.gif"],
+         ("--out", ".gif")),
+    Case("report-out-unwritable-folder", ["report", "--storage", DB, "--out", "{tmp}/ro/r.md"], ("ro",),
+         setup=both(storage(), folder("ro", 0o500)), skip="root writes into read-only folders" if IS_ROOT else ""),
     # --- dgx masks
     Case("masks-unknown-data", ["masks", "show", "--data", "bogus"], ("dataset", "bogus")),
     Case("masks-unknown-data-opt", ["masks", "show", "--data-opt", "bogus=1"], ("bogus", "n_train")),

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from dgx.cli import app
 from dgx.sweep.space import load_budget
-from tests.helpers import cli_data_args
+from tests.helpers import named_study, cli_data_args
 
 runner = CliRunner()
 
@@ -53,8 +53,8 @@ def test_sweep_then_report_then_resume(tmp_path, monkeypatch):
     assert "RRR (periphery)" in result.output and "Target average" in result.output
     assert "| ERM " in result.output  # the baseline study runs alongside by default
 
-    search = optuna.load_study(study_name="rrr-periphery-decoy-cxr-quick", storage=url)
-    seeds = optuna.load_study(study_name="rrr-periphery-decoy-cxr-quick.seeds", storage=url)
+    search = named_study(url, "rrr-periphery-decoy-cxr-quick")
+    seeds = named_study(url, "rrr-periphery-decoy-cxr-quick", ".seeds")
     done = [t for t in search.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done) == 2 and len({tuple(sorted(t.params.items())) for t in done}) == 2
     for t in done + seeds.trials:
@@ -63,17 +63,17 @@ def test_sweep_then_report_then_resume(tmp_path, monkeypatch):
         assert t.user_attrs["method"] == "rrr" and t.user_attrs["mask"] == "periphery"
     assert {t.user_attrs["phase"] for t in done} == {"search"}
     assert sorted(t.params["seed"] for t in seeds.trials) == [0, 1]
-    erm = optuna.load_study(study_name="erm-none-decoy-cxr-quick", storage=url)
-    erm_seeds = optuna.load_study(study_name="erm-none-decoy-cxr-quick.seeds", storage=url)
+    erm = named_study(url, "erm-none-decoy-cxr-quick")
+    erm_seeds = named_study(url, "erm-none-decoy-cxr-quick", ".seeds")
     assert all("lam" not in t.params and t.user_attrs["method"] == "erm" for t in erm.trials + erm_seeds.trials)
     # The oracle: ERM on the same source with the decoy decorrelated (decoy_strength=0.5), same targets.
-    oracle = optuna.load_study(study_name="erm-none-decoy-cxr-quick-oracle", storage=url)
-    oracle_seeds = optuna.load_study(study_name="erm-none-decoy-cxr-quick-oracle.seeds", storage=url)
+    oracle = named_study(url, "erm-none-decoy-cxr-quick", "-oracle")
+    oracle_seeds = named_study(url, "erm-none-decoy-cxr-quick", "-oracle.seeds")
     for t in oracle.trials + oracle_seeds.trials:
         assert t.user_attrs["variant"] == "oracle" and t.user_attrs["method"] == "erm"
         assert t.user_attrs["config"]["data_options"]["decoy_strength"] == "0.5"
     assert "Oracle (ERM, shortcut decorrelated)" in result.output and "oracle headroom" in result.output
-    assert "- RRR (periphery): " in result.output and "paired seeds" in result.output  # the paired test line
+    assert "- RRR (periphery): " in result.output and "paired replicates" in result.output  # the paired test line
     every = done + seeds.trials + erm.trials + erm_seeds.trials + oracle.trials + oracle_seeds.trials
     offline = sorted(p.name.rsplit("-", 1)[-1] for p in (tmp_path / "runs" / "wandb").glob("offline-run-*"))
     # One W&B run per training: seed 0 of each seeds phase carries its selected search trial's run.
@@ -120,7 +120,7 @@ def test_sweep_then_report_then_resume(tmp_path, monkeypatch):
         (["train", "rrr", "--weights", "missing.pt"], "weights file missing.pt does not exist"),
         (["sweep", "rrr", "--storage", "sqlite:////proc/no/such/dir/dgx.db"], "pass --storage or set DGX_STORAGE"),
         (["train", "rrr", "--data-opt", "colour=red"], "unknown decoy-cxr option 'colour'"),
-        (["train", "rrr", "--budget", "huge"], "unknown budget 'huge'; choose from: gpu, paper, quick"),
+        (["train", "rrr", "--budget", "huge"], "unknown budget 'huge'; choose from: gpu, mnist, paper, quick"),
         (["report", "--storage", "sqlite:///nothing-here.db"], "does not exist"),
         (["sweep", "rrr", "--sampler", "cmaes"], "unknown sampler 'cmaes'; choose from: grid, random, tpe"),
         (["sweep", "rrr", "--pruner", "sometimes"], "unknown pruner 'sometimes'; choose from: asha, hyperband, median, none"),
@@ -174,7 +174,7 @@ def test_sweep_with_other_samplers_and_pruners(tmp_path, sampler, pruner):
                     "--trials", "4", "--seeds", "1", "--epochs", "2", "--no-baseline", "--storage", url,
                     *cli_data_args())
     assert result.exit_code == 0, result.output
-    study = optuna.load_study(study_name="rrr-abnormality-decoy-cxr-quick", storage=url)
+    study = named_study(url, "rrr-abnormality-decoy-cxr-quick")
     finished = [t for t in study.trials if t.state.is_finished()]
     grid = load_budget("quick").grid_for("rrr")
     assert len(finished) == min(4, len(grid["lam"]) * len(grid["lr"]) * len(grid["wd"]))  # --trials caps the grid
@@ -195,9 +195,9 @@ def test_official_profile_trains_sweeps_and_reports_as_such(tmp_path, monkeypatc
     assert result.exit_code == 0, result.output
     assert "profile official" in result.output and "redrawn 80/20 per seed" in result.output
     assert "profile: official" in result.output  # the report's title
-    study = optuna.load_study(study_name="actdiff-periphery-decoy-cxr-quick-official.seeds", storage=url)
+    study = named_study(url, "actdiff-periphery-decoy-cxr-quick-official", ".seeds")
     assert study.trials[0].user_attrs["config"]["profile"] == "official"
-    erm = optuna.load_study(study_name="erm-none-decoy-cxr-quick-official", storage=url)
+    erm = named_study(url, "erm-none-decoy-cxr-quick-official")
     assert erm.trials[0].user_attrs["config"]["profile"] == "official"  # the baseline trains the same way
     bad = invoke("train", "rrr", "--profile", "released", *data)
     assert bad.exit_code == 2 and "unknown profile 'released'" in bad.output
@@ -286,5 +286,5 @@ def test_the_seeds_phase_is_never_pruned(tmp_path):
     result = invoke("sweep", "erm", "--trials", "1", "--seeds", "7", "--epochs", "2", "--no-baseline",
                     "--storage", url, *cli_data_args())
     assert result.exit_code == 0, result.output
-    seeds = optuna.load_study(study_name="erm-none-decoy-cxr-quick.seeds", storage=url).trials
+    seeds = named_study(url, "erm-none-decoy-cxr-quick", ".seeds").trials
     assert len(seeds) == 7 and {t.state for t in seeds} == {optuna.trial.TrialState.COMPLETE}

@@ -217,3 +217,41 @@ def test_doctor_finds_and_repairs(finished, tmp_path, monkeypatch):
     assert optuna.load_study(study_name="s", storage=url).trials[1].user_attrs["duplicate_of"] == 0
     again = runner.invoke(app, ["doctor", "--storage", url])
     assert again.exit_code == 0 and again.output.startswith("ok: nothing to repair"), again.output
+
+
+def test_doctor_leaves_alone_the_folders_another_storage_names(finished, tmp_path, monkeypatch):
+    """The default SQLite file and a Journal share one runs folder: doctor on the Journal must not call the
+    SQLite study's folders orphans (before the registry it moved them, and the report lost those methods)."""
+    from dgx.config import get_settings
+    from dgx.sweep.storage import open_storage, remember_storage
+
+    runs_dir = tmp_path / "runs"
+    monkeypatch.setenv("DGX_RUNS_DIR", str(runs_dir))
+    get_settings.cache_clear()
+    folders = {}
+    for name in ("theirs0000000000", "nobodys000000000"):
+        folders[name] = runs.run_dir(runs_dir, name)
+        shutil.copytree(finished["folder"], folders[name])
+        os.utime(folders[name] / runs.RESULT, (1e9, 1e9))
+    sqlite_url = f"sqlite:///{runs_dir / 'dgx.db'}"  # the default storage, in the runs folder
+    add_run(optuna.create_study(study_name="a", storage=sqlite_url, direction="maximize"), "erm", "none", 0,
+            finished["result"].auroc, run_id="theirs0000000000", config=finished["cfg"].to_dict())
+    journal_url = f"journal://{tmp_path / 'other.journal'}"
+    optuna.create_study(study_name="b", storage=open_storage(journal_url), direction="maximize")
+    remember_storage(runs_dir, journal_url)  # as its sweep or worker would
+    assert f"journal://{(tmp_path / 'other.journal').resolve()}" in (runs_dir / runs.STORAGES).read_text().splitlines()
+
+    result = runner.invoke(app, ["doctor", "--storage", journal_url, "--fix"])
+    assert result.exit_code == 0, result.output
+    assert "nobodys000000000" in result.output and "theirs0000000000" not in result.output
+    assert (folders["theirs0000000000"] / runs.RESULT).exists()  # the SQLite study's folder stays
+    assert not folders["nobodys000000000"].exists()  # named by no storage: quarantined
+
+    # A known storage that cannot be read: no folder is called an orphan until it can be.
+    shutil.copytree(finished["folder"], folders["nobodys000000000"])
+    os.utime(folders["nobodys000000000"] / runs.RESULT, (1e9, 1e9))
+    with open(runs_dir / runs.STORAGES, "a") as f:
+        f.write("postgresql+psycopg2://nobody@127.0.0.1:1/none\n")
+    unread = runner.invoke(app, ["doctor", "--storage", journal_url, "--fix"])
+    assert "unreadable-storage" in unread.output and "127.0.0.1:1" in unread.output, unread.output
+    assert (folders["nobodys000000000"] / runs.RESULT).exists()

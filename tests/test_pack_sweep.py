@@ -17,6 +17,7 @@ from dgx.sweep import queue
 from dgx.sweep.plan import resolve_config
 from dgx.sweep.study import SweepPlan, check_pack, prepare_sweep, work
 from tests.helpers import TINY_DATA, tiny_data
+from tests.wandb_files import offline_runs
 
 GRID = {"lr": [1e-3, 1e-4, 3e-4], "wd": [0.0, 1e-2]}  # ERM: 6 points, one pack of 4 and one of 2
 
@@ -61,6 +62,19 @@ def test_a_packed_sweep_records_what_the_unpacked_one_does(tmp_path, monkeypatch
     for t in done_p.values():
         folder = runs.run_dir(tmp_path / "runs-packed", t.user_attrs["run_id"])
         assert runs.verify(folder)[1] == []
+    # W&B offline (the default users run): one run per member, each with its own metrics. Before runs were
+    # opened with reinit="create_new", a member's init finished the previous member's run and its next log
+    # raised "Run ... is finished", failing the pack.
+    logged = {r.name: r for r in offline_runs(tmp_path / "runs-packed")}
+    assert sorted(logged) == sorted(f"packed#{t.number}" for t in done_p.values())
+    for t in done_p.values():
+        run = logged[f"packed#{t.number}"]
+        epochs = [row for row in run.history if "val/auroc" in row]
+        assert [row["val/auroc"] for row in epochs] == [t.intermediate_values[1]]  # this member's own score
+        assert epochs[0]["train/lr"] == t.params["lr"]  # the rate epoch 1 trained at, not the stepped schedule's 0
+        assert run.summary["val/auroc"] == pytest.approx(t.value)
+        assert run.config["lr"] == t.params["lr"] and run.config["trial"] == t.number
+        assert run.group == "packed" and run.job_type == "search"
 
 
 def test_claim_like_takes_only_points_of_the_same_pack_key(tmp_path):

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from dgx.cli import app
 from dgx.data.real import load_real
+from tests.helpers import named_study
 from tests.test_real_pipeline import SIZE, prepared  # noqa: F401  (pytest fixture)
 
 
@@ -40,7 +41,7 @@ def test_offline_wandb_files_hold_no_pixels_or_ids(prepared, tmp_path, monkeypat
     assert table["columns"] == ["domain", "fpr", "tpr"]
     domains = {row[0] for row in table["data"]}
     assert "cxr-p" in domains and len(table["data"]) == 101 * len(domains)
-    trial = optuna.load_study(study_name="rrr-abnormality-cxr-p-quick", storage=f"sqlite:///{tmp_path / 'db.sqlite3'}").trials[0]
+    trial = named_study(f"sqlite:///{tmp_path / 'db.sqlite3'}", "rrr-abnormality-cxr-p-quick").trials[0]
     assert trial.user_attrs["wandb_run"] and trial.user_attrs["wandb_run"].encode() in blob  # the run id is stored
 
     manifests = [pd.read_csv(p, dtype=str) for p in (prepared["data"] / "manifests").glob("cxr-p.*.csv")]

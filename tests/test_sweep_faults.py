@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 import dgx.sweep.study as study_mod
 from dgx.cli import app
-from tests.helpers import cli_data_args
+from tests.helpers import named_study, cli_data_args
 
 runner = CliRunner()
 
@@ -32,7 +32,7 @@ def test_non_finite_loss_fails_that_trial_and_the_study_continues(tmp_path, monk
     monkeypatch.setattr(RRR, "loss", loss)
     result = runner.invoke(app, sweep_args(url))
     assert result.exit_code == 0, result.output
-    trials = optuna.load_study(study_name="rrr-periphery-decoy-cxr-quick", storage=url).trials
+    trials = named_study(url, "rrr-periphery-decoy-cxr-quick").trials
     failed = [t for t in trials if t.state == TrialState.FAIL]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert failed and all(t.params["lam"] == 0.3 for t in failed)
@@ -59,7 +59,7 @@ def test_ctrl_c_then_rerun_resumes_the_interrupted_trial(tmp_path, monkeypatch):
     monkeypatch.setattr(study_mod, "train", interrupted_train)
     first = runner.invoke(app, sweep_args(url))
     assert first.exit_code == 130 and "rerun the same command to resume" in first.output
-    study = optuna.load_study(study_name="rrr-periphery-decoy-cxr-quick", storage=url)
+    study = named_study(url, "rrr-periphery-decoy-cxr-quick")
     (cut,) = [t for t in study.trials if t.state != TrialState.WAITING]  # the rest of the grid is queued
     assert sum(t.state == TrialState.WAITING for t in study.trials) == 1  # the quick RRR grid has 2 points
     assert cut.state == TrialState.FAIL and "fail_reason" not in cut.user_attrs  # storage left consistent

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from dgx.cli import app
 from dgx.config import get_settings
 from dgx.tracking import WANDB_REF, logged_run
-from tests.helpers import cli_data_args
+from tests.helpers import cli_data_args, named_study
 
 runner = CliRunner()
 STUDY = "erm-none-decoy-cxr-quick"
@@ -28,8 +28,8 @@ def offline_runs(tmp_path) -> list[str]:
     return sorted(p.name.rsplit("-", 1)[-1] for p in (tmp_path / "runs" / "wandb").glob("offline-run-*"))
 
 
-def complete(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=name, storage=url).get_trials(states=(TrialState.COMPLETE,))
+def complete(url: str, name: str, suffix: str = "") -> list[optuna.trial.FrozenTrial]:
+    return named_study(url, name, suffix).get_trials(states=(TrialState.COMPLETE,))
 
 
 def test_each_training_is_one_wandb_run_and_every_seed_trial_points_to_it(tmp_path, monkeypatch):
@@ -39,7 +39,7 @@ def test_each_training_is_one_wandb_run_and_every_seed_trial_points_to_it(tmp_pa
     result = sweep(url)
     assert result.exit_code == 0, result.output
 
-    search, seeds = complete(url, STUDY), complete(url, f"{STUDY}.seeds")
+    search, seeds = complete(url, STUDY), complete(url, STUDY, ".seeds")
     assert len(search) == 1 and sorted(t.params["seed"] for t in seeds) == [0, 1]
     folders = sorted(p.name for p in (tmp_path / "runs" / "runs").iterdir() if (p / "result.json").is_file())
     assert sorted({t.user_attrs["run_id"] for t in search + seeds}) == folders
@@ -58,7 +58,7 @@ def test_each_training_is_one_wandb_run_and_every_seed_trial_points_to_it(tmp_pa
     again = sweep(url, "--study", "again")
     assert again.exit_code == 0, again.output
     assert offline_runs(tmp_path) == offline
-    reused = complete(url, "again") + complete(url, "again.seeds")
+    reused = complete(url, "again") + complete(url, "again", ".seeds")
     assert len(reused) == 3 and all(t.user_attrs["wandb_run"] in offline for t in reused)
 
 

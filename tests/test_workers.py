@@ -183,14 +183,18 @@ def test_sigkilled_worker_trial_is_retried_and_resumes(tmp_path):
                       "points": len(points)}))
 
 
-def test_ctrl_c_stops_a_worker_and_a_rerun_resumes(tmp_path):
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "rerun the same command to resume"),
+                                              (signal.SIGTERM, 143, "its trial is marked for retry")])
+def test_ctrl_c_or_sigterm_stops_a_worker_and_a_rerun_resumes(tmp_path, sig, code, said):
+    """Ctrl-C, and SIGTERM (what SLURM sends at a job's time limit; before dgx handled it, the trial stayed
+    RUNNING until the heartbeat grace ran out), leave the trial retryable at once."""
     url, name = _storage("journal", tmp_path), "ctrlc"
     _prepare(tmp_path, url, name, {"lr": [1e-3], "wd": [0.0]}, epochs=3)
     w = _dgx("worker", "--storage", url, "--study", name, "--no-progress", "--threads", "1")
     _wait_for(lambda: _running_with_epoch(url, name), 300, "a trial past its first epoch")
-    w.send_signal(signal.SIGINT)
+    w.send_signal(sig)
     out, _ = w.communicate(timeout=120)
-    assert w.returncode == 130 and "rerun the same command to resume" in out, out
+    assert w.returncode == code and said in out, out
     (cut,) = _load(name, url).trials
     assert cut.state == TrialState.FAIL and "fail_reason" not in cut.user_attrs  # retryable, storage consistent
     again = _dgx("worker", "--storage", url, "--study", name, "--no-progress", "--threads", "1")

@@ -22,6 +22,7 @@ cached masks.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,9 +128,10 @@ def figure(groups: dict[str, Audit], mean_image: np.ndarray, domain: str, out: P
            outline: dict[str, np.ndarray] | None = None, columns: int = 4) -> Path:
     """Mean image, then one panel of mean saliency per method (shared colour scale), on one domain,
     wrapped into rows of ``columns`` panels."""
-    from dgx.analyze.figures import _pyplot, save_png
+    from dgx.analyze.figures import save_png
+    from dgx.plotting import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     names = [g for g in groups if domain in groups[g].mean_map]
     cols = min(columns, len(names) + 1)
     rows = -(-(len(names) + 1) // cols)
@@ -176,10 +178,13 @@ class RunRef:
     label: str  # table label of its method, e.g. "RRR (periphery)"
     config: dict  # the trial's training config (TrainConfig.to_dict())
     checkpoint: Path  # the run folder's best.pt
+    domains: tuple[str, ...] = ()  # its source, then its targets (as the trial recorded them)
 
 
-def study_runs(storage: str, study_prefix: tuple[str, ...] | None, phase: str | None, runs_dir: Path) -> list[RunRef]:
-    """Every COMPLETE dgx trial of the chosen studies and phase whose checkpoint is on disk."""
+def study_runs(storage: str, study_prefix: tuple[str, ...] | None, phase: str | None, runs_dir: Path,
+               check: Callable[[list[RunRef]], None] | None = None) -> list[RunRef]:
+    """Every COMPLETE dgx trial of the chosen studies and phase whose checkpoint is on disk; ``check(refs)``
+    runs before the warning about trials without one (a bad flag stays one error line)."""
     import optuna
     from optuna.trial import TrialState
 
@@ -200,7 +205,9 @@ def study_runs(storage: str, study_prefix: tuple[str, ...] | None, phase: str | 
                 missing += 1
                 continue
             refs.append(RunRef(method_label(report_method(attrs), str(attrs["mask"])), dict(attrs["config"]),
-                               checkpoint))
+                               checkpoint, (str(attrs.get("source", "")), *map(str, attrs.get("targets", [])))))
+    if refs and check is not None:
+        check(refs)
     if missing:
         log.warning("%d trial(s) have no checkpoint under %s/runs (another machine's runs folder?); skipped",
                     missing, runs_dir)

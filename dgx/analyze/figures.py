@@ -12,10 +12,8 @@ import numpy as np
 from scipy import ndimage
 
 from dgx.analyze import Figure1
+from dgx.plotting import OKABE_ITO, pyplot, save_figure
 
-# Okabe & Ito's colour-blind-safe qualitative palette (Okabe and Ito 2008, "Color Universal Design").
-OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73",
-             "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7"}
 # Mask overlay colour per kind (a translucent fill plus an opaque outline), and the fill's opacity.
 MASK_COLORS = {"abnormality": OKABE_ITO["vermillion"], "scaled": OKABE_ITO["orange"],
                "periphery": OKABE_ITO["bluish green"], "gaze": OKABE_ITO["sky blue"]}
@@ -26,32 +24,14 @@ _PANEL_IN = 3.0
 _MIN_PANEL_IN = 2.0  # narrowest panel (inches) that still holds its two-line title
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless; must precede the pyplot import's backend choice
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def save_png(fig, out: Path, dpi: int = 150) -> Path:
-    """Write ``fig`` to ``out`` atomically (temp file in the same folder, then rename)."""
-    from dgx.runs import atomic_write
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with atomic_write(out) as tmp:
-            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-    finally:
-        _pyplot().close(fig)
-    return out
+    """Write ``fig`` to ``out`` (atomically, in the format its suffix names) and close it."""
+    return save_figure(fig, out, dpi)
 
 
 def figure1(data: Figure1, out: Path, quantile: float = 0.8) -> Path:
     """Panel A: mean gaze above its ``quantile``; panel B: mean abnormality; both over the measured lung template."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 5.2), constrained_layout=True)
     gaze = data.gaze / data.gaze.max()  # relative dwell: 1 = most-visited pixel
     # Low values are rarely visited positions, mostly tracker noise (paper §5).
@@ -95,7 +75,7 @@ def figure2(image: np.ndarray, masks: dict[str, np.ndarray], out: Path, title: s
     display only; default: the smallest that gives panels of 3 inches or more;
     panels stay at least 2 inches wide); ``dpi`` scales text and outlines with it.
     """
-    plt = _pyplot()
+    plt = pyplot()
     image = np.asarray(image)
     zoom = zoom or max(1, -(-round(_PANEL_IN * dpi) // max(image.shape[:2])))
     shown = _enlarge(image, zoom)

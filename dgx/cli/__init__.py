@@ -11,6 +11,7 @@ traceback; unexpected errors keep their traceback.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 import typer
@@ -22,10 +23,35 @@ from dgx.errors import DgxError
 from dgx.progress import console
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what SLURM, Kubernetes and `kill` send) as an exception: it unwinds like Ctrl-C, so the running
+    trial is told FAIL (retryable) and a restarted worker takes it again at once, instead of after the heartbeat
+    grace a killed process needs."""
+
+
+_TERMINATED = [False]  # typer turns the KeyboardInterrupt into exit code 130 and drops it: the handler notes it
+
+
+def _raise_terminated(signum, frame) -> None:
+    _TERMINATED[0] = True
+    raise Terminated()
+
+
+def _on_sigterm():
+    """Install the SIGTERM handler (main thread only); the previous handler, or None where none was set."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 class DgxGroup(TyperGroup):
     """Turns usage errors and :class:`DgxError` into one line on stderr and exit code 2."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        previous = _on_sigterm()
+        _TERMINATED[0] = False
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
         except click_exc.NoArgsIsHelpError as exc:
@@ -38,9 +64,21 @@ class DgxGroup(TyperGroup):
         except DgxError as exc:
             typer.echo(" ".join(f"error: {exc}".split()), err=True)  # always one line
             rv = 2
-        except (typer.Abort, KeyboardInterrupt):
+        except (typer.Abort, KeyboardInterrupt) as exc:  # Click turns these (and EOFError) into Abort
+            cause = exc if isinstance(exc, KeyboardInterrupt) else exc.__cause__
             rv = 130
-        if rv == 130:  # Ctrl-C (Click turns KeyboardInterrupt into exit code 130 itself)
+            if isinstance(cause, EOFError):  # a truncated file read somewhere dgx did not expect one
+                rv = 1
+                typer.echo(" ".join(f"error: a file ended early ({cause}); one of the files this command reads is truncated: copy or "
+                                    "build it again".split()), err=True)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        if rv == 130 and _TERMINATED[0]:
+            rv = 143
+            typer.echo("terminated (SIGTERM); its trial is marked for retry: rerun the same command, or start a "
+                       "worker, to resume it from its last epoch", err=True)
+        elif rv == 130:  # Ctrl-C (typer turns KeyboardInterrupt into exit code 130 itself)
             typer.echo("interrupted; rerun the same command to resume", err=True)
         if not standalone_mode:
             return rv
@@ -74,13 +112,14 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debu
                                        help="Print dgx's version and exit.")) -> None:
     from dgx.progress import set_progress
 
-    set_progress(not (quiet or no_progress))
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else (logging.WARNING if quiet else logging.INFO),
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
-        force=True,
-    )
+    set_progress(not (quiet or no_progress), quiet=quiet)
+    if console.is_terminal:
+        handler: logging.Handler = RichHandler(console=console, show_path=False, show_time=False)
+    else:  # a log file or a pipe: one unwrapped, timestamped line per record, like the progress lines
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s  %(levelname)s  %(message)s", "%Y-%m-%d %H:%M:%S"))
+    logging.basicConfig(level=logging.DEBUG if verbose else (logging.WARNING if quiet else logging.INFO),
+                        handlers=[handler], force=True)
     for noisy in NOISY_LOGGERS:  # third-party chatter (font caches, HTTP retries) never reaches a dgx log
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 

@@ -13,7 +13,7 @@ analyze_app = typer.Typer(no_args_is_help=True, help="Reproduce the paper's anal
 
 ReferenceOpt = Annotated[Optional[Path], typer.Option(
     "--reference", help="Folder with cxr_p_splits.csv and cxr_p_gaze.csv.gz. Default: $DGX_REFERENCE_DIR.")]
-OutOpt = Annotated[Path, typer.Option("--out", help="PNG to write.")]
+OutOpt = Annotated[Path, typer.Option("--out", help="Figure to write: .png, .pdf or .svg (the suffix picks the format).")]
 SizeOpt = Annotated[int, typer.Option("--size", min=16, max=1024, help="Side of the averaged maps in pixels.")]
 SigmaOpt = Annotated[float, typer.Option("--sigma", min=0.0, help="Gaze smoothing: Gaussian std in map pixels.")]
 QuantileOpt = Annotated[float, typer.Option(
@@ -31,7 +31,7 @@ def gaze(
     """Figure 1: mean radiologist gaze and mean pneumothorax annotation over CXR-P train+val."""
     from dgx.checks import check_out_file
 
-    check_out_file(out)
+    check_out_file(out, figure=True)
     from dgx.analyze import default_reference_dir, figure1_data
     from dgx.analyze.figures import figure1
 
@@ -71,13 +71,18 @@ def attribution(
     for name in study or []:
         check_name("--study", name)
     check_device(device)
-    check_out_file(out)
+    check_out_file(out, figure=True)
     if runs_dir is not None:
         check_folder(runs_dir, "--runs-dir")
     from dgx.analyze.attribution import audit_runs, audit_table, figure, study_runs
 
+    def check_domain(refs) -> None:  # before minutes of saliency maps
+        known = refs[0].domains
+        if domain is not None and known and known[0] and domain not in known:
+            raise DgxError(f"--domain {domain!r} is not a domain of these runs; choose from: {', '.join(known)}")
+
     refs = study_runs(storage or settings.default_storage(), tuple(study) if study else None,
-                      None if phase == "all" else phase, runs_dir or settings.runs_dir)
+                      None if phase == "all" else phase, runs_dir or settings.runs_dir, check_domain)
     groups, data_of = audit_runs(refs, settings.data_dir, device, max_images)
     counts = {label: sum(r.label == label for r in refs) for label in groups}
     typer.echo("Saliency mass by region, % of |∂(z₁−z₀)/∂x| (area % in parentheses), mean over runs\n")

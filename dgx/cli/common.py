@@ -13,7 +13,7 @@ import typer
 log = logging.getLogger("dgx")
 
 MethodArg = Annotated[str, typer.Argument(help="Method: erm | actdiff | rrr | gradmask.", show_default=False)]
-MaskOpt = Annotated[Optional[str], typer.Option("--mask", help="Attribution mask: abnormality | scaled | periphery | none (erm: none). Default: abnormality.")]
+MaskOpt = Annotated[Optional[str], typer.Option("--mask", help="Attribution mask: abnormality | scaled | periphery | gaze (cxr-p cached with --gaze) | none (erm: none). Default: abnormality.")]
 DataOpt = Annotated[str, typer.Option("--data", help="Dataset: decoy-cxr (built-in synthetic) | cxr-p | cxr-p-full (real; needs dgx data prepare + dgx data cache).")]
 DataOptsOpt = Annotated[Optional[list[str]], typer.Option("--data-opt", help="Dataset option KEY=VALUE, repeatable (e.g. decoy_strength=0.99).")]
 BudgetOpt = Annotated[str, typer.Option("--budget", help="Budget from sweeps/budgets (quick = CPU default, paper = the paper's full setting) or a YAML file.")]

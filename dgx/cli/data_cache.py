@@ -56,9 +56,7 @@ def cache(
     check_folder(out if out is not None else data_dir / "cache", "--out" if out is not None else "DGX_DATA_DIR")
     if not manifests:
         folder = manifest_dir if manifest_dir is not None else data_dir / "manifests"
-        manifests = sorted(Path(folder).glob("*.csv"))
-        if not manifests:
-            raise DgxError(f"no manifests in {folder}; run `dgx data prepare SOURCE` or pass --manifests FILE")
+        manifests = _under_root(sorted(Path(folder).glob("*.csv")), root, folder)
     path = build_cache(list(manifests), root, size, out if out is not None else data_dir / "cache",
                        on_error="skip" if skip_bad else "fail", lung_dir=lung_dir, rle=rle,
                        lung_model=find_weights(lung_model), gaze=gaze, gaze_quantile=gaze_quantile)
@@ -67,3 +65,33 @@ def cache(
     console.print(f"cache {path}: {index['n']} images at {size} px, {len(index['dropped'])} dropped; "
                   f"masks {', '.join(index.get('masks', []))}; lungs: {lungs or 'no annotated positives'}")
     typer.echo(str(path))
+
+
+def _under_root(found: list[Path], root: Path, folder: Path) -> list[Path]:
+    """The manifests of ``folder`` whose images lie under ``root`` (each source has its own root: one cache
+    call per root); says which others it left for their own call."""
+    import pandas as pd
+
+    from dgx.progress import say
+
+    if not found:
+        raise DgxError(f"no manifests in {folder}; run `dgx data prepare SOURCE` or pass --manifests FILE")
+    mine, others = [], {}
+    for path in found:
+        try:
+            first = pd.read_csv(path, usecols=["image"], nrows=1, dtype=str)["image"]
+        except (ValueError, OSError, pd.errors.ParserError):
+            raise DgxError(f"manifest {path} cannot be read as a manifest (no 'image' column); rebuild it with "
+                           "`dgx data prepare SOURCE` or move it out of the manifest folder") from None
+        if first.empty or (root / first.iloc[0]).exists():
+            mine.append(path)
+        else:
+            others[path.name] = first.iloc[0]
+    if not mine:
+        name, image = next(iter(others.items()))
+        raise DgxError(f"no manifest in {folder} has its images under --root {root} (e.g. {name} lists {image}); "
+                       "pass the --root its source was prepared from, or --manifests FILE")
+    if others:
+        say(f"caching {', '.join(p.name for p in mine)} (images under {root}); left out {', '.join(others)}: their "
+            "images are under another root, so cache them with `dgx data cache --root THAT_ROOT`")
+    return mine

@@ -19,7 +19,10 @@ def doctor(
     from dgx.doctor import retrain_trial, scan_runs, scan_storage
     from dgx.errors import DgxError
 
+    from dgx.checks import check_device
+
     settings = get_settings()
+    check_device(device)  # before anything is read: --fix may train
     root = Path(runs_dir or settings.runs_dir)
     if not root.is_dir():
         raise DgxError(f"runs folder {root} does not exist; pass --runs-dir (or set DGX_RUNS_DIR) to the folder "

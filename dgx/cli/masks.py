@@ -10,9 +10,9 @@ import typer
 from dgx.config import get_settings
 from dgx.errors import DgxError
 
-masks_app = typer.Typer(no_args_is_help=True, help="Inspect attribution masks (abnormality, scaled, periphery).")
+masks_app = typer.Typer(no_args_is_help=True, help="Inspect attribution masks (abnormality, scaled, periphery, and gaze on cached CXR-P).")
 
-DataOpt = Annotated[str, typer.Option("--data", help="Dataset: decoy-cxr (built-in synthetic benchmark).")]
+DataOpt = Annotated[str, typer.Option("--data", help="Dataset: decoy-cxr or decoy-mnist (built in), cxr-p or cxr-p-full (prepared and cached real data; gaze masks where the cache was built with --gaze).")]
 DataOptsOpt = Annotated[Optional[list[str]], typer.Option("--data-opt", help="Dataset option KEY=VALUE, repeatable.")]
 ImageSizeOpt = Annotated[Optional[int], typer.Option(
     "--image-size", min=16, help="Selects the dataset built at this image side (and builds it if it is not cached "
@@ -23,7 +23,7 @@ ZoomOpt = Annotated[Optional[int], typer.Option(
 DpiOpt = Annotated[int, typer.Option("--dpi", min=50, max=600, help="PNG pixels per inch: scales the whole "
                                      "figure, text included (the dataset is untouched).")]
 IndexOpt = Annotated[int, typer.Option("--index", min=0, help="Which positive of the source train split (0 = first).")]
-OutOpt = Annotated[Path, typer.Option("--out", help="PNG to write.")]
+OutOpt = Annotated[Path, typer.Option("--out", help="Figure to write: .png, .pdf or .svg (the suffix picks the format).")]
 
 
 @masks_app.command("show")
@@ -45,7 +45,7 @@ def show(
     settings = get_settings()
     options = dict(parse_options(data_opt))
     decoy = check_options(data, options, image_size)  # before building anything
-    check_out_file(out)
+    check_out_file(out, figure=True)
     check_folder(settings.data_dir, "DGX_DATA_DIR")
     if decoy is not None and index >= round(decoy.pos_frac * decoy.n_train):
         n = round(decoy.pos_frac * decoy.n_train)

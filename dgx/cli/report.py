@@ -10,11 +10,11 @@ import typer
 
 def report(
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL. Default: DGX_STORAGE or sqlite:///runs/dgx.db.")] = None,
-    study: Annotated[Optional[str], typer.Option("--study", "--study-prefix", help="Only studies whose name starts with this prefix.")] = None,
+    study: Annotated[Optional[str], typer.Option("--study", "--study-prefix", help="Only studies whose name starts with this prefix, or those of one override tag (oHASH: the settings a flag changed from the budget, as in rrr-periphery-decoy-cxr-quick-o1a2b3c). Default: the studies of plain commands (no tag).")] = None,
     phase: Annotated[str, typer.Option("--phase", help="Trials to count: seeds (default), search, or all.")] = "seeds",
     table: Annotated[str, typer.Option("--table", help="Paper shape: 1 (domain × method), 2 / 5 (mask × domain for ActDiff / RRR), 3 (periphery methods with a Gain column vs abnormality).")] = "1",
     fmt: Annotated[str, typer.Option("--format", help="markdown | latex | csv | json.")] = "markdown",
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file (atomically) instead of stdout; with --figure, the PNG path.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file (atomically) instead of stdout; with --figure, the figure: .png, .pdf or .svg (the suffix picks the format).")] = None,
     dataset: Annotated[Optional[list[str]], typer.Option("--dataset", help="Only these datasets (train size: cxr-p vs cxr-p-full), repeatable.")] = None,
     method: Annotated[Optional[list[str]], typer.Option("--method", help="Only these methods, repeatable; for --table 2/5 the one method shown.")] = None,
     mask: Annotated[Optional[list[str]], typer.Option("--mask", help="Only these masks, repeatable.")] = None,

@@ -10,7 +10,7 @@ from dgx.cli import common as c
 
 
 def reproduce(
-    name: Annotated[str, typer.Argument(help="table1 | table2 | table3 | table5 | all (the paper's four) | decoy-masks (every method and mask on decoy-cxr): the specs in sweeps/paper/.", show_default=False)],
+    name: Annotated[str, typer.Argument(help="table1 | table2 | table3 | table5 | all (the paper's four) | decoy-masks (every method and mask on decoy-cxr) | decoy-mnist (the literature's known answer): the specs in sweeps/paper/.", show_default=False)],
     data: Annotated[Optional[str], typer.Option("--data", help="Dataset instead of the spec's (e.g. decoy-cxr for a synthetic rehearsal).")] = None,
     data_opt: c.DataOptsOpt = None,
     budget: Annotated[Optional[str], typer.Option("--budget", help="Budget instead of the spec's (paper).")] = None,

@@ -12,6 +12,7 @@ which is also how the released code binned them (``grid[int(x*n), int(y*n)]``).
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,12 @@ def load_gaze(path: Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DgxError(f"gaze file not found at {path}; pass the CXR-P gaze CSV (image_id, x, y, t per fixation)")
-    df = pd.read_csv(path)
+    try:
+        df = pd.read_csv(path)
+    except (OSError, EOFError, UnicodeDecodeError, ValueError, zlib.error) as exc:  # BadGzipFile is an OSError
+        raise DgxError(f"gaze file {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                       "it is damaged or not a CSV: copy it again from ../shared/reference or pass --reference to "
+                       "a folder holding an intact one") from None
     missing = set(GAZE_COLUMNS) - set(df.columns)
     if missing:
         raise DgxError(f"{path} lacks column(s) {', '.join(sorted(missing))}; expected {', '.join(GAZE_COLUMNS)}")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from dgx.checks import check_choice, check_name, check_out_file
 from dgx.config import get_settings
 from dgx.errors import DgxError, unknown_choice
+
+log = logging.getLogger("dgx")
 
 PHASES = ("seeds", "search", "all")
 SOURCES = ("optuna", "wandb")
@@ -49,7 +52,7 @@ def run_report(storage: str | None = None, study: str | None = None, phase: str 
     _check_names(study, table, fmt, dataset, method, mask, baseline)
     settings = get_settings()
     if out is not None:
-        check_out_file(out)
+        check_out_file(out, figure=figure is not None)
     elif figure is not None:
         check_out_file(Path(f"figures/report_{figure}.png"))
     chosen_phase = None if phase == "all" else phase
@@ -63,6 +66,8 @@ def run_report(storage: str | None = None, study: str | None = None, phase: str 
         url = storage or settings.default_storage()
         runs = load_runs(url, study_prefix=study, phase=chosen_phase)
         search = search_runs(url, study) if phase == "seeds" else None
+        if study is None:
+            runs, search = default_studies(runs, search, url)
     filters = {"dataset": dataset, "method": None if table in ("2", "5") else method, "mask": mask}
     runs = filter_runs(runs, **filters)
     _check_baseline(baseline, runs)
@@ -89,12 +94,54 @@ def run_report(storage: str | None = None, study: str | None = None, phase: str 
     else:
         text = build_report(None, shape=table, fmt=fmt, method=method[0] if method and table in ("2", "5") else None,
                             baseline=baseline, test=test, runs=runs, search=search)
+    if source != "wandb":  # after the table: a bad input stays one error line
+        missing_folders(runs, settings.runs_dir, storage or settings.default_storage())
     if out is None:
         return text
     write_atomic(out, text)
     return f"wrote {out}\n"
 
 
+
+
+def default_studies(runs, search, url: str):
+    """Without --study: the studies a plain `dgx sweep`/`dgx reproduce` names (no ``-oHASH`` of overridden
+    settings), saying on stderr which others the storage holds and how to report them."""
+    from dgx.progress import say
+    from dgx.runs import OVERRIDDEN
+    from dgx.sweep.storage import shown_url
+
+    names = list(dict.fromkeys(runs["study"]))
+    plain = [n for n in names if not OVERRIDDEN.search(n)]
+    if not plain or len(plain) == len(names):
+        return runs, search
+    tags = sorted({OVERRIDDEN.search(n).group(0)[1:] for n in names if n not in plain})
+    say(f"reporting the {len(plain)} default stud{'y' if len(plain) == 1 else 'ies'} of {shown_url(url)}; "
+                  f"{len(names) - len(plain)} more ran with settings overridden by flags, tagged "
+                  f"{', '.join(tags)} in their names: `dgx report --study {tags[0]}` reports those of one tag")
+    keep = runs[runs["study"].isin(plain)].reset_index(drop=True)
+    if search is not None:
+        search = search[~search["study"].map(lambda n: bool(OVERRIDDEN.search(n)))].reset_index(drop=True)
+    return keep, search
+
+
+def missing_folders(runs, runs_dir: Path, url: str) -> list[str]:
+    """Trials (study#number) whose run folder is gone or unfinished, said on stderr: the table still shows their
+    numbers (the storage holds them), but anything read from the folder cannot be."""
+    from dgx.runs import RESULT, run_dir
+    from dgx.sweep.storage import shown_url
+
+    if "run_id" not in runs.columns:
+        return []
+    trials = runs.drop_duplicates(["study", "trial"])
+    gone = [f"{r.study}#{r.trial}" for r in trials.itertuples()
+            if isinstance(r.run_id, str) and r.run_id and not (run_dir(runs_dir, r.run_id) / RESULT).exists()]
+    if gone:
+        shown = ", ".join(gone[:6]) + (f" and {len(gone) - 6} more" if len(gone) > 6 else "")
+        log.warning(f"{len(gone)} trial(s) have no finished run folder in {runs_dir} ({shown}); their AUROCs "
+                      f"come from the storage, but per-run intervals, ROC curves and subgroups need the folder: "
+                      f"`dgx doctor --storage {shown_url(url)} --fix` trains them again")
+    return gone
 
 
 def _check_names(study, table, fmt, dataset, method, mask, baseline) -> None:
@@ -146,4 +193,4 @@ def write_atomic(path: Path, text: str) -> None:
         raise DgxError(f"cannot write {path}: {exc.strerror}; pass --out to a writable location") from None
 
 
-__all__ = ["run_report", "write_atomic"]
+__all__ = ["run_report", "write_atomic", "default_studies", "missing_folders"]

@@ -1,4 +1,4 @@
-"""Report figures (matplotlib PNG): AUROC bars with CI per domain, ROC curves per domain."""
+"""Report figures (PNG, PDF or SVG by the suffix): AUROC bars with CI per domain, ROC curves per domain."""
 
 from __future__ import annotations
 
@@ -8,57 +8,52 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dgx.analyze.figures import OKABE_ITO
+from dgx.plotting import SERIES, pyplot, save_figure
 from dgx.errors import DgxError
-
-
-def _save(fig, path: Path) -> Path:
-    from dgx.runs import atomic_write
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=150, bbox_inches="tight", format="png")
-    return path
 
 
 def bars(runs: pd.DataFrame, path: Path, confidence: float = 0.95) -> Path:
     """One panel per dataset: a group of bars per domain (source test or OOD target, named under each group),
     one bar per method/mask with its n in the legend, CI whiskers, the full 0-100 axis and a chance line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from dgx.report.tables import cells
 
+    plt = pyplot()
     c = cells(runs, confidence)
     experiments = list(dict.fromkeys(c["dataset"]))
+    colors = {label: SERIES[i % len(SERIES)] for i, label in enumerate(dict.fromkeys(c["label"]))}  # as the ROC's
     fig, axes = plt.subplots(len(experiments), 1, figsize=(10, 3.6 * len(experiments)), squeeze=False)
     for ax, experiment in zip(axes[:, 0], experiments):
         part = c[c["dataset"] == experiment]
         domains = list(dict.fromkeys(part["domain"]))
         labels = list(dict.fromkeys(part["label"]))
         width = 0.8 / len(labels)
+        cut = False
         for k, label in enumerate(labels):
             rows = part[part["label"] == label].set_index("domain").reindex(domains)
             x = np.arange(len(domains)) + (k - (len(labels) - 1) / 2) * width
+            mean = 100 * rows["mean"].to_numpy(float)
             err = np.nan_to_num(100 * rows["half_width"].to_numpy(float))
+            above = np.clip(mean + err, None, 100) - mean  # AUROC stops at 100: the whisker too, marked below
             n = int(rows["n"].max()) if rows["n"].notna().any() else 0
-            ax.bar(x, 100 * rows["mean"].to_numpy(float), width, yerr=err, capsize=3, label=f"{label} (n={n})")
+            ax.bar(x, mean, width, yerr=[np.minimum(err, mean), np.nan_to_num(above)], capsize=3,
+                   color=colors[label], label=f"{label} (n={n})")
+            clipped = mean + err > 100
+            if clipped.any():
+                cut = True
+                ax.plot(x[clipped], np.full(clipped.sum(), 100.0), ls="", marker="^", ms=5, color="black",
+                        clip_on=False)
         roles = dict(zip(part["domain"], part["role"]))
         ax.set_xticks(np.arange(len(domains)),
                       [f"{d}\n({_role(d, roles[d])})" for d in domains], fontsize=8)
         ax.set_ylabel("test AUROC (%)")
         ax.set_ylim(0, 100)  # the whole scale: gaps look as large as they are
         ax.axhline(50, color="black", lw=0.8, ls="--", label="chance (50)")
-        ax.set_title(f"{experiment}: mean ± {confidence * 100:g}% CI (Student t) across n seeds")
+        ax.set_title(f"{experiment}: mean ± {confidence * 100:g}% CI (Student t) across n replicates"
+                     + ("; ▲ = interval cut at 100" if cut else ""))
         ax.legend(fontsize=8, ncol=min(4, len(labels) + 1), loc="upper center", bbox_to_anchor=(0.5, -0.22),
                   frameon=False)  # below the axes: never over a bar
     fig.tight_layout()
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
 
 
 def _role(domain: str, role: str) -> str:
@@ -67,9 +62,7 @@ def _role(domain: str, role: str) -> str:
     return "mean of the targets" if domain == AVERAGE else ("OOD target" if role == "target" else "source test")
 
 
-# One colour per method/mask, from Okabe & Ito's colour-blind-safe palette; yellow last (faint on white).
-ROC_COLORS = tuple(OKABE_ITO[c] for c in ("blue", "vermillion", "bluish green", "reddish purple", "orange",
-                                          "sky blue", "black", "yellow"))
+ROC_COLORS = SERIES  # one colour per method/mask, in table order, in both figures
 _ROC_COLUMNS = 3  # panels per row at most
 
 
@@ -144,11 +137,9 @@ def roc_figure(runs: pd.DataFrame, runs_dir: Path):
     label with its mean AUROC (%) across seeds and n.
     """
     series = roc_series(runs, runs_dir)  # reads (and checks) the saved scores before matplotlib starts
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
+
+    plt = pyplot()
 
     roles = dict(zip(runs["domain"], runs["role"]))
     n = len(series)
@@ -180,13 +171,8 @@ def roc_figure(runs: pd.DataFrame, runs_dir: Path):
 
 
 def roc(runs: pd.DataFrame, path: Path, runs_dir: Path) -> Path:
-    """ROC curves of the selected checkpoints as a PNG (:func:`roc_figure`)."""
-    fig = roc_figure(runs, runs_dir)
-    import matplotlib.pyplot as plt  # after roc_figure has read (and checked) the saved scores
-
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    """ROC curves of the selected checkpoints (:func:`roc_figure`), in the format ``path``'s suffix names."""
+    return save_figure(roc_figure(runs, runs_dir), path)
 
 
 def draw(kind: str, runs: pd.DataFrame, path: Path, runs_dir: Path) -> Path:

@@ -58,7 +58,12 @@ def _study_names(storage: optuna.storages.BaseStorage, label: str,
         raise DgxError(f"Optuna storage {label} contains no studies; run `dgx sweep` first or check the storage URL")
     if study_prefix is None:
         return names
-    chosen = [n for n in names if n.startswith(study_prefix)]  # str.startswith takes a tuple too
+    from dgx.runs import OVERRIDDEN
+
+    if isinstance(study_prefix, str) and OVERRIDDEN.fullmatch(f"-{study_prefix}"):  # an override tag: oHASH
+        chosen = [n for n in names if OVERRIDDEN.search(n) and OVERRIDDEN.search(n).group(0) == f"-{study_prefix}"]
+    else:
+        chosen = [n for n in names if n.startswith(study_prefix)]  # str.startswith takes a tuple too
     if not chosen:
         raise DgxError(
             f"no study name starts with {study_prefix!r} in {label}; available studies: {', '.join(names)}"

@@ -406,13 +406,22 @@ def table_wide(runs: pd.DataFrame, method: str, confidence: float, baseline: Bas
     return out
 
 
+MIN_HEADROOM = 0.05  # AUROC: below 5 points a share of the headroom is mostly noise (1 point gave "−633%")
+
+
+def headroom_is_real(gap: float, half: float) -> bool:
+    """Whether "recovers X% of the oracle headroom" means something: the oracle at least :data:`MIN_HEADROOM`
+    above ERM on the target average, and the paired CI of that difference above 0."""
+    return bool(np.isfinite(gap) and gap >= MIN_HEADROOM and np.isfinite(half) and gap - half > 0)
+
+
 def headline(runs: pd.DataFrame, confidence: float = 0.95, test: str = "t") -> list[str]:
     """The comparisons a reader looks for first, on the target average of one dataset's runs.
 
     Each method against ERM, paired by seed (mean difference, CI, p), and, when
     an oracle was trained (ERM on the same source with its shortcut
     decorrelated), the share of the oracle-minus-ERM gap each method recovers:
-    (method − ERM) / (oracle − ERM), from the seed means.
+    (method − ERM) / (oracle − ERM), from the seed means, where that gap is real (:func:`headroom_is_real`).
     """
     if BASELINE not in set(runs["method"]):
         return []
@@ -428,9 +437,15 @@ def headline(runs: pd.DataFrame, confidence: float = 0.95, test: str = "t") -> l
     gap = np.nan
     if oracle is not None and not oracle.dropna().empty:
         gap = oracle.mean() - erm.mean()
+        shared = oracle.index.intersection(erm.index)
+        _, half, _, _ = paired_difference(oracle[shared], erm[shared], confidence, "t")
         lines.append(f"- oracle headroom: oracle {100 * oracle.mean():.1f} − ERM {100 * erm.mean():.1f} = "
                      f"{100 * gap:+.1f} points (the oracle is ERM trained on the same source with the shortcut "
                      "decorrelated from the label)")
+        if not headroom_is_real(gap, half):
+            lines[-1] += (f"; too small to share out (shares need ≥ {100 * MIN_HEADROOM:g} points with a CI "
+                          "above 0), so none is given")
+            gap = np.nan
     for method, mask in _groups(runs):
         if method in (BASELINE, ORACLE):
             continue

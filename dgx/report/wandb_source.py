@@ -1,7 +1,7 @@
 """W&B as a report source: the same runs frame as :func:`dgx.report.load_runs`, from the public API.
 
-Each dgx trial is one W&B run: ``group`` = study, ``job_type`` = phase, name
-``<study>#<trial number>``, ``config`` = the training config (method, mask,
+Each dgx trial is one W&B run: ``group`` = the experiment (its search study's name,
+shared by the seeds phase), ``job_type`` = phase, name ``<study>#<trial number>``, ``config`` = the training config (method, mask,
 dataset, seed), ``summary`` = ``auroc/<domain>`` per domain plus ``source`` and
 ``targets``. Only finished runs count (failed trials finish with exit code 1,
 state "failed"). The API pages through runs lazily; a rate-limited page
@@ -127,13 +127,13 @@ def load_wandb_runs(entity: str, project: str, study_prefix: str | tuple[str, ..
     for run in _iter_runs(api, path, filters, sleep):
         if getattr(run, "state", "finished") != "finished":
             continue
-        study = run.group or ""
+        name, _, number = run.name.rpartition("#")
+        study = name or run.group or ""  # the group is the experiment; the run's name says search or seeds study
         if prefixes and not study.startswith(tuple(prefixes)):
             continue
         summary, config = dict(run.summary), dict(run.config)
         if "source" not in summary or "method" not in config:
             continue  # not a dgx trial run (or one from before dgx wrote sources)
-        _, _, number = run.name.rpartition("#")
         trial = int(number) if number.isdigit() else -1
         record = TrialRecord.from_wandb(config, summary, str(run.job_type))
         if phase == "seeds" and run.job_type == "search":

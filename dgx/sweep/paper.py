@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -11,7 +12,9 @@ from pathlib import Path
 from dgx.config import get_settings
 from dgx.errors import DgxError
 from dgx.methods import BASELINE
-from dgx.progress import console
+from dgx.progress import say
+
+log = logging.getLogger("dgx")
 from dgx.sweep.plan import load_data, resolve_config
 from dgx.sweep.space import PACKED_FIELDS  # grid points that differ only in these can train as one pack
 from dgx.sweep.storage import shown_url
@@ -93,6 +96,11 @@ def reproduce(name: str, data: str | None = None, data_opt: list[str] | None = N
     from dgx.sweep.plan import execute
 
     specs = paper_specs()
+    if not specs:
+        from dgx.sweep.space import sweeps_dir
+
+        raise DgxError(f"{sweeps_dir() / 'paper'} holds no experiment specs (*.yaml); point DGX_SWEEPS_DIR at a "
+                       "sweeps/ folder like the repository's (budgets/, grids/, paper/), or unset it")
     if name != "all" and name not in specs:
         raise DgxError(f"unknown paper experiment {name!r}; choose from: {', '.join([*specs, 'all'])}")
     chosen = [s for s in specs.values() if s.in_all] if name == "all" else [specs[name]]
@@ -104,8 +112,8 @@ def reproduce(name: str, data: str | None = None, data_opt: list[str] | None = N
                      pruner=pruner, pack=pack, select=select)
     plans_by_spec, rows = plan_specs(chosen, url, **overrides)
     if pruner != "none":  # measured on decoy-cxr replicas: bench/prune_replay.py, README "Pruned searches"
-        console.print(f"[yellow]--pruner {pruner}: the search may pick another configuration than the full grid "
-                      "(up to 7.5 AUROC points apart in bench/prune_replay.py); the seeds phase is never pruned[/]")
+        log.warning(f"--pruner {pruner}: the search may pick another configuration than the full grid (up to 7.5 "
+                    "AUROC points apart in bench/prune_replay.py); the seeds phase is never pruned")
     _print_plan(rows, url, table)
     for line in cost_lines(rows, table, pack, scope=name):
         echo(line)
@@ -126,12 +134,12 @@ def reproduce(name: str, data: str | None = None, data_opt: list[str] | None = N
         if pruner != "none":
             _print_epochs_saved(todo, url)
         prefixes = tuple(p.study for p in plans_by_spec[spec.name])
-        console.print(f"[bold]{spec.name}[/]: {spec.description}")
+        say(f"[bold]{spec.name}[/]: {spec.description}")
         for report in spec.reports:
             echo(build_report(url, study_prefix=prefixes, phase="seeds", shape=str(report.get("table", "1")),
                                     method=report.get("method"), baseline=report.get("baseline"),
                                     filters={k: report[k] for k in ("mask",) if k in report}))
-    console.print(f"reproduce {name} finished in {time.perf_counter() - started:.0f} s ({len(done)} studies in {shown_url(url)})")
+    say(f"reproduce {name} finished in {time.perf_counter() - started:.0f} s ({len(done)} studies in {shown_url(url)})")
 
 
 def _print_epochs_saved(plans: list, url: str) -> None:
@@ -147,7 +155,7 @@ def _print_epochs_saved(plans: list, url: str) -> None:
             deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         used, full = sum(len(t.intermediate_values) for t in trials), plan.n_points * plan.base.num_epochs
         pruned = sum(t.state == TrialState.PRUNED for t in trials)
-        console.print(f"  {plan.study}: search trained {used} of {full} epochs ({100 * (1 - used / max(full, 1)):.0f}% "
+        say(f"  {plan.study}: search trained {used} of {full} epochs ({100 * (1 - used / max(full, 1)):.0f}% "
                       f"saved), {pruned} of {len(trials)} points pruned")
 
 
@@ -202,7 +210,7 @@ def plan_specs(chosen: list[PaperSpec], url: str, *, data, data_opt, budget, tri
                                                 image_size=image_size, epochs=epochs, batch_size=16,
                                                 actdiff_layers="all", profile=profile or spec.profile)
             rule = select or spec.select
-            plan = SweepPlan(base=cfg, budget=plan_budget, study=study_name(cfg, plan_budget.name, select=rule),
+            plan = SweepPlan(base=cfg, budget=plan_budget, study=study_name(cfg, plan_budget, select=rule),
                              storage=url, trials=trials, seeds=seeds or spec.seeds, device=device, pruner=pruner,
                              pack=pack, select=rule)
             oracle = plan.oracle() if spec.oracle and exp.method == BASELINE else None

@@ -6,6 +6,8 @@ benchmarks and tests call them directly.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import replace
@@ -18,7 +20,8 @@ from dgx.data import GENERATED, ORACLES, Draws, check_options, generated_masks, 
 from dgx.data.base import NEGATIVE_MASKS, Bundle
 from dgx.errors import DgxError, unknown_choice
 from dgx.methods import BASELINE, method_class, uses_mask
-from dgx.progress import console
+from dgx.progress import say
+from dgx.runs import OVERRIDDEN
 from dgx.sweep.space import Budget, load_budget
 from dgx.sweep.storage import shown_url
 
@@ -191,7 +194,7 @@ def sweep(method: str, mask: str | None = None, data: str = "decoy-cxr", data_op
     from dgx.sweep import SweepPlan, open_storage
     from dgx.sweep.study import check_pack, make_pruner, make_sampler
 
-    name = study_name(cfg, plan_budget.name, prefix=study, select=select) if study is None else study
+    name = study_name(cfg, plan_budget, prefix=study, select=select) if study is None else study
     plan = SweepPlan(base=cfg, budget=plan_budget, study=name, storage=url, trials=trials,
                      seeds=seeds or plan_budget.seeds, device=device, sampler=sampler, pruner=pruner, pack=pack,
                      select=select)
@@ -199,16 +202,16 @@ def sweep(method: str, mask: str | None = None, data: str = "decoy-cxr", data_op
     plans = [plan]
     if baseline and cfg.method != BASELINE:
         erm = replace(cfg, method=BASELINE, mask="none", lam=0.0, actdiff_layers="all", negative_masks="ones")
-        erm_plan = replace(plan, base=erm, study=study_name(erm, plan_budget.name, prefix=study))
+        erm_plan = replace(plan, base=erm, study=study_name(erm, plan_budget, prefix=study))
         oracle_plan = erm_plan.oracle() if oracle else None
         plans += [erm_plan] + ([oracle_plan] if oracle_plan else [])
     started = time.perf_counter()
     bundle = _model_then_data(cfg, checked=lambda: open_storage(url))  # fail on model, data or storage first
-    console.print(_header(name, plan_budget, cfg, bundle, plans, url, settings, spec, budget_note))
+    say(_header(name, plan_budget, cfg, bundle, plans, url, settings, spec, budget_note))
     names = execute(plans, spec, url, device, settings, bundle)
     if names is None:
         return None
-    console.print(f"sweep finished in {time.perf_counter() - started:.0f} s; studies {', '.join(names)} in "
+    say(f"sweep finished in {time.perf_counter() - started:.0f} s; studies {', '.join(names)} in "
                   f"{shown_url(url)}")
     return build_report(url, study_prefix=tuple(names), phase="seeds")
 
@@ -229,6 +232,10 @@ def _header(name: str, plan_budget, cfg: TrainConfig, bundle: Bundle, plans: lis
                                      else " (--profile official trains as the released code did)"),
         f"  search {_count(plan.n_points, 'grid point')} of {grid}, then {_count(plan.seeds, 'seed')} of the best",
     ]
+    changed = overrides(cfg, plan_budget)
+    if changed and OVERRIDDEN.search(name):  # not with --study NAME
+        lines.append("  overrides of budget " + plan_budget.name + ": " + ", ".join(f"{k}={v}" for k, v in changed.items())
+                     + " (the study's -o suffix; `dgx report` reports it with --study " + name + ")")
     for extra in plans[1:]:
         what = ("oracle: ERM on the source with the shortcut decorrelated (" +
                 ", ".join(f"{k}={v}" for k, v in ORACLES.get(cfg.dataset, {}).items()) + "; --no-oracle skips it)"
@@ -282,7 +289,7 @@ def execute(plans, spec, url: str, device: str, settings, bundle) -> list[str] |
             prepare_sweep(p, storage_obj)  # enqueue every grid point once, before any worker starts
         if spec.workers == 0:
             studies = " ".join(f"--study {p.study}" for p in plans)
-            console.print(f"queued; start workers with `dgx worker --storage {shown_url(url)} {studies}`, "
+            say(f"queued; start workers with `dgx worker --storage {shown_url(url)} {studies}`, "
                           f"then `dgx report --storage {shown_url(url)}`")
             return None
         launch(spec, url, [p.study for p in plans], device, settings.runs_dir)
@@ -296,9 +303,29 @@ def execute(plans, spec, url: str, device: str, settings, bundle) -> list[str] |
     return names
 
 
-def study_name(cfg, budget: str, prefix: str | None = None, select: str = "val") -> str:
-    """METHOD-MASK-DATA-BUDGET[-PROFILE][-select-RULE], or PREFIX-METHOD for a baseline next to a named study.
+# A study whose fixed settings differ from its budget's (a flag or data option overrode them) carries a
+# short hash of those differences (runs.OVERRIDDEN): `dgx sweep rrr --mask periphery --epochs 1` and the plain
+# command get different studies, and `dgx report` without --study reports the plain ones.
+_NAMED = ("method", "mask", "dataset", "profile", "negative_masks", "lr", "wd", "lam", "seed")  # in the name or varying
 
+
+def overrides(cfg, budget: Budget) -> dict:
+    """The fixed settings of ``cfg`` that differ from what ``budget`` gives its method, mask and data alone."""
+    from dgx.models import resolve_weights
+
+    train = budget.train
+    model = train.get("model", "resnet50")
+    default = replace(cfg, data_options=(), image_size=train.get("image_size"), model=model,
+                      weights=resolve_weights(model, train.get("weights", "imagenet")), batch_size=16,
+                      epochs=int(train.get("epochs", 0)), actdiff_layers="all")
+    mine, base = cfg.to_dict(), default.to_dict()
+    return {k: mine[k] for k in sorted(mine) if k not in _NAMED and mine[k] != base[k]}
+
+
+def study_name(cfg, budget: Budget, prefix: str | None = None, select: str = "val") -> str:
+    """METHOD-MASK-DATA-BUDGET[-PROFILE][-oHASH][-select-RULE], or PREFIX-METHOD for a baseline next to a named study.
+
+    ``-oHASH``: six hex digits of the settings a flag changed from the budget's (:func:`overrides`).
     A selection rule other than the paper's names its own study (its seeds phase may retrain another
     point; the search's trainings are shared through their run folders). A method without a mask or λ
     selects alike under every rule, so its study is shared too."""
@@ -306,8 +333,11 @@ def study_name(cfg, budget: str, prefix: str | None = None, select: str = "val")
         return f"{prefix}-{cfg.method}"
     negatives = "" if cfg.negative_masks == "ones" else f"-neg{cfg.negative_masks}"
     profile = "" if cfg.profile == "paper" else f"-{cfg.profile}"
+    changed = overrides(cfg, budget)
+    digest = hashlib.sha256(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    tag = f"-o{digest}" if changed else ""
     rule = f"-select-{select}" if select != "val" and uses_mask(cfg.method) else ""
-    return f"{cfg.method}-{cfg.mask}{negatives}-{cfg.dataset}-{budget}{profile}{rule}"
+    return f"{cfg.method}-{cfg.mask}{negatives}-{cfg.dataset}-{budget.name}{profile}{tag}{rule}"
 
 
 def train_one(method: str, mask: str | None = None, data: str = "decoy-cxr", data_opt: list[str] | None = None,
@@ -329,7 +359,7 @@ def train_one(method: str, mask: str | None = None, data: str = "decoy-cxr", dat
 
     bundle = _model_then_data(cfg)
     folder = run_dir(runs_dir or get_settings().runs_dir, cfg.run_id(bundle.fingerprint))
-    console.print(f"[bold]dgx train[/] {cfg.method} mask={cfg.mask} profile={cfg.profile} data={cfg.dataset} "
+    say(f"[bold]dgx train[/] {cfg.method} mask={cfg.mask} profile={cfg.profile} data={cfg.dataset} "
                   f"model={cfg.model} weights={cfg.weights} size={bundle.image_size} epochs={cfg.num_epochs} "
                   f"lr={cfg.lr:g} wd={cfg.wd:g} λ={cfg.lam:g} seed={cfg.seed} → {folder}")
     return cfg, bundle, train(cfg, bundle, folder, device=device)

@@ -73,3 +73,44 @@ def shown_url(url: str) -> str:
     import re
 
     return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
+
+
+def canonical_url(url: str) -> str:
+    """``url`` as the runs folder's registry keeps it: a file storage by its absolute path, no password."""
+    from dgx.checks import storage_file
+
+    path = storage_file(url)
+    if path is not None:  # sqlite:////abs/path.db, journal:///abs/path.journal
+        return f"{'journal://' if url.startswith('journal:') else 'sqlite:///'}{path.resolve()}"
+    return shown_url(url)
+
+
+_REMEMBERED: set[tuple[str, str]] = set()
+
+
+def remember_storage(runs_dir: Path, url: str) -> None:
+    """Note in ``runs_dir`` that trials of ``url`` name folders here (once per process), so that `dgx doctor`
+    on any one storage knows the others that share the folder (:func:`known_storages`)."""
+    from dgx.runs import STORAGES, atomic_write_text
+
+    key = (str(Path(runs_dir).resolve()), canonical_url(url))
+    if key in _REMEMBERED:
+        return
+    _REMEMBERED.add(key)
+    known = known_storages(runs_dir)
+    if key[1] not in known:
+        Path(runs_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(runs_dir) / STORAGES, "".join(f"{u}\n" for u in [*known, key[1]]))
+
+
+def known_storages(runs_dir: Path) -> list[str]:
+    """Every storage whose trials name folders of ``runs_dir``: its registry, and the SQLite and Journal files
+    lying in it (from before the registry, or copied in)."""
+    from dgx.runs import STORAGES
+
+    root = Path(runs_dir)
+    path = root / STORAGES
+    listed = [line.strip() for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    found = [f"sqlite:///{p.resolve()}" for p in sorted(root.glob("*.db"))]
+    found += [f"journal://{p.resolve()}" for p in sorted(root.glob("*.journal"))]
+    return list(dict.fromkeys(listed + found))

@@ -35,7 +35,7 @@ from dgx.progress import make_progress
 from dgx.selection import DEFAULT_RULE, Candidate, pick
 from dgx.sweep import queue
 from dgx.sweep.space import PACKED_FIELDS, Budget, suggest
-from dgx.sweep.storage import open_storage
+from dgx.sweep.storage import open_storage, remember_storage
 from dgx.tracking import WandbRun, record_trial
 from dgx.train import NonFiniteLossError, TrainConfig, train, train_packed
 
@@ -227,14 +227,17 @@ class _TrialRun:
         self.cfg = replace(plan.base, **suggest(trial, grid))
         self.data = data = draws(self.cfg.seed)  # generated data: this seed's own draw
         self.run_dir = runs.run_dir(settings.runs_dir, self.cfg.run_id(data.fingerprint))
+        remember_storage(settings.runs_dir, plan.storage)  # `dgx doctor` on another storage leaves these alone
         # One W&B run per training, not per trial: a trial whose run folder is already finished (seed 0
         # of the seeds phase is the selected search trial's training) opens none and carries the earlier
         # run's ref. That run keeps the job type of the phase that trained it (search), so W&B holds
         # seeds 1..N-1 as seeds runs and seed 0 as the selected search run (the best val/auroc, as in
         # _best_params): the Optuna trial is the record of the reuse, and `dgx report --source wandb`
         # counts that search run as seed 0 (wandb_source._reused_seed_zero).
-        self.wandb = WandbRun(settings, self.cfg, study=trial.study.study_name, phase=phase,
-                              name=f"{trial.study.study_name}#{trial.number}", run_dir=self.run_dir)
+        self.wandb = WandbRun(settings, self.cfg, group=plan.study, phase=phase,
+                              name=f"{trial.study.study_name}#{trial.number}", run_dir=self.run_dir,
+                              variant=plan.variant, extra={"budget": plan.budget.name, "trial": trial.number,
+                                                           "study": trial.study.study_name})
         if self.wandb.ref:
             trial.set_user_attr("wandb_run", self.wandb.ref)
         self.reported: set[int] = set()
