@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
 PASSWORD = "DGX_DB_PASSWORD"
 USER = "${DGX_UID:-1000}:${DGX_GID:-1000}"
-BUILD_ARGS = {"DGX_UID": "${DGX_UID:-1000}", "DGX_GID": "${DGX_GID:-1000}"}
+BUILD_ARGS = {"DGX_UID": "${DGX_UID:-1000}", "DGX_GID": "${DGX_GID:-1000}",
+              "BASE": "${DGX_BASE_IMAGE:-python:3.11-slim}"}  # a locally built base where Docker Hub is unreachable
 
 
 # --- helpers: a compose-style interpolator and a Dockerfile reader ------------------------------
@@ -97,6 +98,7 @@ def dockerfile_stages() -> list[dict]:
         joined.append(pending + line)
         pending = ""
     stages: list[dict] = []
+    defaults: dict[str, str] = {}  # ARGs before the first FROM (BASE): FROM reads their defaults
     for line in joined:
         if not line.strip():
             continue
@@ -104,7 +106,12 @@ def dockerfile_stages() -> list[dict]:
         keyword, args = keyword.upper(), args.strip()
         if keyword == "FROM":
             base, _, name = args.partition(" AS ") if " AS " in args else args.partition(" as ")
-            stages.append({"name": name.strip() or None, "base": base.strip(), "instructions": []})
+            base = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], base.strip())
+            stages.append({"name": name.strip() or None, "base": base, "instructions": []})
+        elif not stages:
+            assert keyword == "ARG", f"only ARG may precede the first FROM, got {keyword}"
+            key, _, value = args.partition("=")
+            defaults[key] = value
         else:
             stages[-1]["instructions"].append((keyword, args))
     return stages
@@ -212,9 +219,11 @@ def test_dgx_services_run_as_the_host_user():
         assert torch_home in targets and {"/data", "/runs"} <= set(targets)
     # Defaults are a non-root user; DGX_UID/DGX_GID from .env reach both the image and the container.
     default = interpolate(svcs["worker-0"], {PASSWORD: "x"})
-    assert default["user"] == "1000:1000" and default["build"]["args"] == {"DGX_UID": "1000", "DGX_GID": "1000"}
+    assert default["user"] == "1000:1000" and default["build"]["args"] == {"DGX_UID": "1000", "DGX_GID": "1000",
+                                                                           "BASE": "python:3.11-slim"}
     mine = interpolate(svcs["dashboard"], {"DGX_UID": "1234", "DGX_GID": "567", PASSWORD: "x"})
-    assert mine["user"] == "1234:567" and mine["build"]["args"] == {"DGX_UID": "1234", "DGX_GID": "567"}
+    assert mine["user"] == "1234:567" and mine["build"]["args"] == {"DGX_UID": "1234", "DGX_GID": "567",
+                                                                    "BASE": "python:3.11-slim"}
     example = (ROOT / ".env.example").read_text()
     assert "\nDGX_UID=" in example and "\nDGX_GID=" in example
 
