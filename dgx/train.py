@@ -569,7 +569,7 @@ def score(model: torch.nn.Module, splits: dict[str, Split], device: torch.device
     """:func:`predict` on each split, as one progress task over all their images (tens of thousands on real
     targets: minutes without a word otherwise)."""
     total = sum(len(split.labels) for split in splits.values())
-    task = None if bar is None else bar.add_task(f"scoring {total} images ({', '.join(splits)})", total=total,
+    task = None if bar is None else bar.add_task(f"scoring {total} images ({len(splits)} splits)", total=total,
                                                  status="")
     try:
         return {name: predict(model, split, device, batch_size, normalization,

@@ -58,3 +58,33 @@ def test_piped_commands_log_lines_and_quiet_silences_them(tmp_path):
     for flag in ("--quiet", "--no-progress"):
         quiet = CliRunner().invoke(app, [flag, *args])
         assert quiet.exit_code == 0 and "[done]" not in quiet.output and "cxr-p-synth" in quiet.output
+
+
+def test_a_finished_task_prints_its_100_percent_line_once():
+    """Every 100% line was printed twice: once at the last advance, again with [done]."""
+    out = io.StringIO()
+    bar = LineProgress(stream=out, interval_s=0.0)  # every advance would print
+    task = bar.add_task("scoring 4 images (1 splits)", total=4, status="")
+    for _ in range(4):
+        bar.advance(task)
+    bar.update(task, status="val 0.9")  # a status change at 100% does not print either: the [done] line says it
+    bar.remove_task(task)
+    lines = out.getvalue().splitlines()
+    assert sum("4/4 (100%)" in line for line in lines) == 1 and lines[-1].endswith("val 0.9  [done]")
+
+
+def test_quiet_is_quieter_than_no_progress_and_piped_lines_are_timestamped(tmp_path):
+    """--quiet and --no-progress once printed the same; INFO lines had no timestamp when piped."""
+    args = ["sweep", "erm", "--trials", "1", "--seeds", "1", "--epochs", "1", "--no-oracle", *cli_data_args()]
+    runner = CliRunner()
+    loud = runner.invoke(app, args)  # trains; the next two reuse its run folders
+    assert "scoring " in loud.stderr and "lr=0.001 wd=0 seed 0" in loud.stderr  # scoring and the grid point show
+    plain = runner.invoke(app, ["--no-progress", *args])
+    assert plain.exit_code == 0, plain.output
+    assert "dgx sweep erm-none-decoy-cxr-quick-o" in plain.stderr  # the header: information
+    assert all(STAMP.match(line) for line in plain.stderr.splitlines() if line.strip())  # every line stamped
+    assert "[done]" not in plain.stderr
+    quiet = runner.invoke(app, ["--quiet", *args])
+    assert quiet.exit_code == 0, quiet.output
+    assert "dgx sweep" not in quiet.stderr and "sweep finished" not in quiet.stderr
+    assert "| Target average" in quiet.stdout  # the result stays

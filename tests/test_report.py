@@ -279,3 +279,64 @@ def test_report_options_that_would_do_nothing_are_one_line_errors(db):
                           (["--baseline", "erm", "--figure", "bars"], "--baseline has no effect on --figure")):
         result = CliRunner().invoke(app, ["report", "--storage", db, *args])
         assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_headroom_too_small_to_mean_anything_is_not_shared_out(db):
+    """An oracle 1 point above ERM once made the headline say "recovers −633% of the oracle headroom"."""
+    oracle = optuna.create_study(study_name="exp-erm-oracle.seeds", storage=db, direction="maximize")
+    erm = np.array(RESULTS[("erm", "none")])
+    for seed, row in enumerate(erm):
+        add_run(oracle, "erm", "none", seed, scores(tuple(row + np.array([0.0, 0.01, 0.01]))), variant="oracle")
+    text = report(db)
+    head = next(x for x in text.splitlines() if x.startswith("- oracle headroom"))
+    assert "+1.0 points" in head and "too small to share out" in head
+    assert "of the oracle headroom" not in next(x for x in text.splitlines() if x.startswith("- RRR (periphery)"))
+
+
+def test_headroom_rule():
+    from dgx.report.tables import headroom_is_real
+
+    assert headroom_is_real(0.30, 0.05) and not headroom_is_real(0.04, 0.01)  # below 5 points
+    assert not headroom_is_real(0.08, 0.10)  # its CI reaches 0
+    assert not headroom_is_real(0.08, float("nan"))  # one replicate: no CI
+
+
+@pytest.mark.parametrize("suffix, magic", [(".png", b"\x89PNG"), (".pdf", b"%PDF"), (".svg", b"<?xml")])
+def test_figures_are_written_in_the_format_their_suffix_names(db, tmp_path, suffix, magic):
+    """--out fig.pdf and .svg once wrote PNG bytes."""
+    from typer.testing import CliRunner
+
+    from dgx.cli import app
+
+    out = tmp_path / f"bars{suffix}"
+    result = CliRunner().invoke(app, ["report", "--storage", db, "--figure", "bars", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().startswith(magic)
+
+
+def test_bars_use_the_shared_palette_in_table_order(db, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.colors import to_hex
+
+    from dgx.plotting import SERIES
+    from dgx.report.figures import bars
+
+    captured = {}
+    import matplotlib.figure
+
+    original = matplotlib.figure.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        captured["fig"] = fig
+        return original(fig, *args, **kwargs)
+
+    matplotlib.figure.Figure.savefig = keep
+    try:
+        bars(load_runs(db), tmp_path / "b.png")
+    finally:
+        matplotlib.figure.Figure.savefig = original
+    ax = captured["fig"].axes[0]
+    colors = [to_hex(c.patches[0].get_facecolor()) for c in ax.containers if hasattr(c, "patches") and c.patches]
+    assert colors == [SERIES[0].lower(), SERIES[1].lower()]  # ERM, then RRR: as in the ROC figure

@@ -37,11 +37,11 @@ def bars(runs: pd.DataFrame, path: Path, confidence: float = 0.95) -> Path:
             n = int(rows["n"].max()) if rows["n"].notna().any() else 0
             ax.bar(x, mean, width, yerr=[np.minimum(err, mean), np.nan_to_num(above)], capsize=3,
                    color=colors[label], label=f"{label} (n={n})")
-            clipped = mean + err > 100
-            if clipped.any():
-                cut = True
-                ax.plot(x[clipped], np.full(clipped.sum(), 100.0), ls="", marker="^", ms=5, color="black",
-                        clip_on=False)
+            for clipped, edge, marker in ((mean + err > 100, 100.0, "^"), (mean - err < 0, 0.0, "v")):
+                if clipped.any():
+                    cut = True
+                    ax.plot(x[clipped], np.full(clipped.sum(), edge), ls="", marker=marker, ms=5, color="black",
+                            clip_on=False)
         roles = dict(zip(part["domain"], part["role"]))
         ax.set_xticks(np.arange(len(domains)),
                       [f"{d}\n({_role(d, roles[d])})" for d in domains], fontsize=8)
@@ -49,7 +49,7 @@ def bars(runs: pd.DataFrame, path: Path, confidence: float = 0.95) -> Path:
         ax.set_ylim(0, 100)  # the whole scale: gaps look as large as they are
         ax.axhline(50, color="black", lw=0.8, ls="--", label="chance (50)")
         ax.set_title(f"{experiment}: mean ± {confidence * 100:g}% CI (Student t) across n replicates"
-                     + ("; ▲ = interval cut at 100" if cut else ""))
+                     + ("; ▲ ▼ = interval cut at 100, 0" if cut else ""))
         ax.legend(fontsize=8, ncol=min(4, len(labels) + 1), loc="upper center", bbox_to_anchor=(0.5, -0.22),
                   frameon=False)  # below the axes: never over a bar
     fig.tight_layout()
