@@ -16,6 +16,18 @@ import pytest
 import torch
 
 THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2  # one per process when two test processes share the cores
+# The longest files first (measured with --durations), so the two test processes finish together instead of one
+# waiting for the other's last slow file.
+LONGEST_FIRST = ("test_decoy_effect.py", "test_decoy_mnist.py", "test_bad_inputs.py", "test_faults.py",
+                 "test_workers.py", "test_bench.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        name = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each file keeps its own order
 
 
 @pytest.fixture(autouse=True)
