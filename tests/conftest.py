@@ -1,6 +1,6 @@
 """Shared fixtures: keep every test's runs, data and W&B files inside tmp_path.
 
-The suite runs in two processes (`pytest -n 2 --dist loadfile`, the README's test command): each file's tests
+The suite runs in two processes (`pytest -n 2 --dist loadfile --no-loadscope-reorder`, the README's test command): each file's tests
 run in one process, in order (a module fixture such as the bad-input battery runs once; the PostgreSQL tests
 of a file never overlap; those of different files use their own study names and reset only their own
 connections), and torch work takes one thread per process (two processes on two cores), as dgx's fair share
@@ -17,7 +17,8 @@ import torch
 
 THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2  # one per process when two test processes share the cores
 # The longest files first (measured with --durations), so the two test processes finish together instead of one
-# waiting for the other's last slow file.
+# waiting for the other's last slow file (--no-loadscope-reorder keeps this order; xdist would otherwise put the
+# files with the most tests first, and these one-test files last).
 LONGEST_FIRST = ("test_decoy_effect.py", "test_decoy_mnist.py", "test_bad_inputs.py", "test_faults.py",
                  "test_workers.py", "test_bench.py")
 

@@ -67,8 +67,11 @@ class WorkerSpec:
                            f"--workers {self.workers}; give one GPU per worker, e.g. --workers 2 --gpus 0,1 "
                            "(or leave --workers out to default to it)")
         if self.parallel and storage_url.startswith("sqlite"):
+            from dgx.checks import storage_file
+
+            beside = (storage_file(storage_url) or Path("runs/dgx.db")).with_suffix(".journal").resolve()
             raise DgxError(f"storage {shown_url(storage_url)!r} is for one process; several workers need a shared one: "
-                           "--storage journal:///runs/dgx.journal (one machine or NFS) or postgresql://user@host/db")
+                           f"--storage journal://{beside} (one machine or NFS) or postgresql://user@host/db")
 
     def device_of(self, i: int) -> str | None:
         """CUDA_VISIBLE_DEVICES of worker ``i``: GPUs in turn, each taken ``trials_per_gpu`` times."""
