@@ -30,7 +30,7 @@ DATA = ["n_train=192", "n_val=128", "n_test=64", "n_target=64"]
 def run(pruner: str, epochs: int, root: Path) -> dict:
     from dgx.config import get_settings
     from dgx.sweep.plan import resolve_config
-    from dgx.sweep.storage import open_storage
+    from dgx.storage import open_storage
     from dgx.sweep.study import SweepPlan, run_sweep
 
     os.environ["DGX_RUNS_DIR"] = str(root / f"runs-{pruner}")  # no training reused across studies

@@ -144,7 +144,7 @@ def _other_storages(runs_dir: Path, storage: str) -> tuple[set[str], list[tuple[
 
     from dgx.checks import storage_file
     from dgx.report.load import _open
-    from dgx.sweep.storage import canonical_url, known_storages
+    from dgx.storage import canonical_url, known_storages
 
     named, unread = set(), []
     for url in known_storages(runs_dir):

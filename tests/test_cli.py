@@ -252,7 +252,7 @@ def test_dotenv_reaches_every_setting_and_a_broken_one_is_one_line(tmp_path, mon
 
 
 def test_storage_passwords_never_reach_the_log():
-    from dgx.sweep.storage import shown_url
+    from dgx.storage import shown_url
 
     assert shown_url("postgresql://dgx:s3cret@db:5432/dgx") == "postgresql://dgx:***@db:5432/dgx"
     assert shown_url("sqlite:///runs/dgx.db") == "sqlite:///runs/dgx.db"

@@ -66,7 +66,7 @@ class _Study:
     """One storage object for the test's many reads (a Journal file is then read incrementally)."""
 
     def __init__(self, url: str, name: str):
-        from dgx.sweep.storage import open_storage
+        from dgx.storage import open_storage
 
         self.url, self.name, self.storage = url, name, open_storage(url)
 

@@ -223,7 +223,7 @@ def test_doctor_leaves_alone_the_folders_another_storage_names(finished, tmp_pat
     """The default SQLite file and a Journal share one runs folder: doctor on the Journal must not call the
     SQLite study's folders orphans (before the registry it moved them, and the report lost those methods)."""
     from dgx.config import get_settings
-    from dgx.sweep.storage import open_storage, remember_storage
+    from dgx.storage import open_storage, remember_storage
 
     runs_dir = tmp_path / "runs"
     monkeypatch.setenv("DGX_RUNS_DIR", str(runs_dir))

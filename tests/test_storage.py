@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from dgx.cli import app
 from dgx.errors import DgxError
-from dgx.sweep.storage import open_storage
+from dgx.storage import open_storage
 from tests.helpers import cli_data_args
 
 POSTGRES = os.environ.get("DGX_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")

@@ -66,7 +66,7 @@ def _dgx(*args: str, env: dict | None = None) -> subprocess.Popen:
 
 
 def _load(name: str, url: str) -> optuna.Study:
-    from dgx.sweep.storage import open_storage
+    from dgx.storage import open_storage
 
     return optuna.load_study(study_name=name, storage=open_storage(url))
 

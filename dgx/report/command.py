@@ -109,7 +109,7 @@ def default_studies(runs, search, url: str):
     settings), saying on stderr which others the storage holds and how to report them."""
     from dgx.progress import say
     from dgx.runs import OVERRIDDEN
-    from dgx.sweep.storage import shown_url
+    from dgx.storage import shown_url
 
     names = list(dict.fromkeys(runs["study"]))
     plain = [n for n in names if not OVERRIDDEN.search(n)]
@@ -129,7 +129,7 @@ def missing_folders(runs, runs_dir: Path, url: str) -> list[str]:
     """Trials (study#number) whose run folder is gone or unfinished, said on stderr: the table still shows their
     numbers (the storage holds them), but anything read from the folder cannot be."""
     from dgx.runs import RESULT, run_dir
-    from dgx.sweep.storage import shown_url
+    from dgx.storage import shown_url
 
     if "run_id" not in runs.columns:
         return []

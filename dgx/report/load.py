@@ -46,7 +46,7 @@ def _open(storage: str | optuna.storages.BaseStorage) -> tuple[optuna.storages.B
     path = storage_file(storage)
     if path is not None and not path.exists():
         raise DgxError(f"Optuna storage file {str(path)!r} does not exist; check the --storage URL {storage!r}")
-    from dgx.sweep.storage import open_storage  # the same URL forms as `dgx sweep` (journal:// too)
+    from dgx.storage import open_storage  # the same URL forms as `dgx sweep` (journal:// too)
 
     return open_storage(storage), storage
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from dgx.checks import LAUNCHERS, parse_gpus, storage_file
 from dgx.errors import DgxError, unknown_choice
-from dgx.sweep.storage import shown_url
+from dgx.storage import shown_url
 
 log = logging.getLogger("dgx")
 
@@ -93,7 +93,7 @@ def run_worker(storage_url: str, studies: list[str] | None = None, device: str =
 
     from dgx.checks import check_device, check_folder, check_name
     from dgx.config import get_settings
-    from dgx.sweep.storage import open_storage
+    from dgx.storage import open_storage
 
     settings = get_settings()
     for name in studies or []:

@@ -17,7 +17,7 @@ from dgx.progress import say
 log = logging.getLogger("dgx")
 from dgx.sweep.plan import load_data, resolve_config
 from dgx.sweep.space import PACKED_FIELDS  # grid points that differ only in these can train as one pack
-from dgx.sweep.storage import shown_url
+from dgx.storage import shown_url
 from dgx.throughput import ThroughputTable, load_table
 
 # Training images per epoch of the paper's sources (dgx data prepare siim --splits ...); the official
@@ -147,7 +147,7 @@ def _print_epochs_saved(plans: list, url: str) -> None:
     import optuna
     from optuna.trial import TrialState
 
-    from dgx.sweep.storage import open_storage
+    from dgx.storage import open_storage
 
     storage = open_storage(url)
     for plan in plans:

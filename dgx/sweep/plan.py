@@ -23,7 +23,7 @@ from dgx.methods import BASELINE, method_class, uses_mask
 from dgx.progress import say
 from dgx.runs import OVERRIDDEN
 from dgx.sweep.space import Budget, load_budget
-from dgx.sweep.storage import shown_url
+from dgx.storage import shown_url
 
 if TYPE_CHECKING:
     from dgx.train import TrainConfig, TrainResult
@@ -176,7 +176,7 @@ def sweep(method: str, mask: str | None = None, data: str = "decoy-cxr", data_op
     check_sweep_flags(sampler=sampler, pruner=pruner, launcher=launcher, gpus=gpus, storage=storage, study=study,
                       trials=trials, seeds=seeds)
     from dgx.sweep.launch import WorkerSpec, parse_gpus
-    from dgx.sweep.storage import check_storage
+    from dgx.storage import check_storage
 
     url = storage or settings.default_storage()
     gpu_ids = parse_gpus(gpus)

@@ -35,7 +35,7 @@ from dgx.progress import make_progress
 from dgx.selection import DEFAULT_RULE, Candidate, pick
 from dgx.sweep import queue
 from dgx.sweep.space import PACKED_FIELDS, Budget, suggest
-from dgx.sweep.storage import open_storage, remember_storage
+from dgx.storage import open_storage, remember_storage
 from dgx.tracking import WandbRun, record_trial
 from dgx.train import NonFiniteLossError, TrainConfig, train, train_packed
 
