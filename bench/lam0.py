@@ -24,10 +24,10 @@ def lam0(dataset: str, budget: str, mask: str, method: str, inits: int, draw: in
     from dgx.data.loader import batches
     from dgx.methods import build_method
     from dgx.models import InputNormalizer, build_model
-    from dgx.sweep.plan import load_data, resolve_config
+    from dgx.resolve import load_data, resolve_config
+    from dgx.spec import TrainRequest
 
-    cfg, _ = resolve_config(method, mask, dataset, [f"seed={draw}"], budget, model=None, weights=None,
-                            image_size=None, epochs=None, batch_size=batch, actdiff_layers="all")
+    cfg, _ = resolve_config(TrainRequest(method=method, mask=mask, data=dataset, data_opts=tuple([f"seed={draw}"] or ()), budget=budget, batch_size=batch))
     data = load_data(cfg)
     images, labels, masks = next(batches(data.train, batch, mask, shuffle=True, seed=0))
     x = InputNormalizer("imagenet")(images)

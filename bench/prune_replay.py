@@ -54,13 +54,13 @@ def budget_args(args) -> dict:
 def make_plan(method: str, mask: str | None, rep: int, budget: dict):
     """The search plan `dgx reproduce --data decoy-cxr --data-opt seed=REP ...` builds for this study
     (same study name, so Hyperband assigns the same brackets)."""
-    from dgx.sweep.plan import resolve_config, study_name
-    from dgx.sweep.study import SweepPlan
+    from dgx.resolve import resolve_config
+    from dgx.spec import TrainRequest
+    from dgx.sweep.plan import study_name
+    from dgx.sweep.plan import SweepPlan
 
     opts = [f"{k}={v}" for k, v in budget["data"].items()] + [f"seed={rep}"]
-    cfg, plan_budget = resolve_config(method, mask, "decoy-cxr", opts, budget["grid"], model=budget["model"],
-                                      weights=budget["weights"], image_size=budget["image_size"],
-                                      epochs=budget["epochs"], batch_size=budget["batch_size"], actdiff_layers="all")
+    cfg, plan_budget = resolve_config(TrainRequest(method=method, mask=mask, data="decoy-cxr", data_opts=tuple(opts or ()), budget=budget["grid"], model=budget["model"], weights=budget["weights"], image_size=budget["image_size"], epochs=budget["epochs"], batch_size=budget["batch_size"]))
     return SweepPlan(base=cfg, budget=plan_budget, study=study_name(cfg, plan_budget), storage="", seeds=1)
 
 
@@ -94,7 +94,7 @@ def replay(plan, records: dict, pruner: str, points: list[dict] | None = None) -
     from optuna.trial import TrialState
 
     from dgx.sweep import queue
-    from dgx.sweep.space import suggest
+    from dgx.space import suggest
     from dgx.sweep.study import _best_params, make_pruner, make_sampler
 
     plan = replace(plan, pruner=pruner)
@@ -140,7 +140,7 @@ def _init_worker(data_dir: str) -> None:
 
 def _work(task: tuple) -> tuple[str, dict]:
     key, method, mask, rep, params, budget, tmp = task
-    from dgx.sweep.plan import load_data
+    from dgx.resolve import load_data
 
     plan = make_plan(method, mask, rep, budget)
     data_key = (rep, plan.base.data_options)
@@ -169,7 +169,7 @@ def measure(args, cache: dict, path: Path) -> None:
     data_dir = args.data_dir or str(work_dir / "data")
     _init_worker(data_dir)
     from dgx.config import get_settings
-    from dgx.sweep.plan import load_data
+    from dgx.resolve import load_data
 
     get_settings.cache_clear()
     tasks = []

@@ -29,9 +29,11 @@ DATA = ["n_train=192", "n_val=128", "n_test=64", "n_target=64"]
 
 def run(pruner: str, epochs: int, root: Path) -> dict:
     from dgx.config import get_settings
-    from dgx.sweep.plan import resolve_config
+    from dgx.resolve import resolve_config
+    from dgx.spec import TrainRequest
     from dgx.storage import open_storage
-    from dgx.sweep.study import SweepPlan, run_sweep
+    from dgx.sweep.plan import SweepPlan
+    from dgx.sweep.study import run_sweep
 
     os.environ["DGX_RUNS_DIR"] = str(root / f"runs-{pruner}")  # no training reused across studies
     os.environ["DGX_DATA_DIR"] = str(root / "data")
@@ -41,9 +43,8 @@ def run(pruner: str, epochs: int, root: Path) -> dict:
     (root / "budget.yaml").write_text(yaml.safe_dump({"description": "bench", "grid": str(root / "grid.yaml"),
                                                       "seeds": 1, "train": {"model": "resnet18", "weights": "none",
                                                                             "image_size": 32, "epochs": epochs}}))
-    cfg, budget = resolve_config("erm", None, "decoy-cxr", DATA, str(root / "budget.yaml"), model=None, weights=None,
-                                 image_size=None, epochs=None, batch_size=16, actdiff_layers="all")
-    from dgx.sweep.plan import load_data
+    cfg, budget = resolve_config(TrainRequest(method="erm", mask=None, data="decoy-cxr", data_opts=tuple(DATA or ()), budget=str(root / "budget.yaml")))
+    from dgx.resolve import load_data
 
     data = load_data(cfg)
     url = f"sqlite:///{root / 'bench.db'}"

@@ -50,12 +50,11 @@ def protocol(dataset: str) -> dict:
 def base_config(args, method: str, mask: str | None, draw: int, oracle: bool = False):
     """The TrainConfig `dgx sweep METHOD --mask MASK --data DATASET --data-opt seed=DRAW ...` trains at seed 0."""
     from dgx.data import oracle_options
-    from dgx.sweep.plan import resolve_config
+    from dgx.resolve import resolve_config
+    from dgx.spec import TrainRequest
 
     opts = [*args.data_opt, f"seed={draw}"]
-    cfg, budget = resolve_config(method, mask, args.dataset, opts, args.budget, model=args.model, weights=None,
-                                 image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
-                                 actdiff_layers="all")
+    cfg, budget = resolve_config(TrainRequest(method=method, mask=mask, data=args.dataset, data_opts=tuple(opts or ()), budget=args.budget, model=args.model, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size))
     if oracle:
         cfg = replace(cfg, data_options=oracle_options(cfg.dataset, cfg.data_options))
     return cfg, budget
@@ -65,11 +64,12 @@ def _train(job: dict) -> dict:
     """One training in a worker (one torch thread): its numbers, from its run folder when already done."""
     import torch
 
-    from dgx.sweep.plan import load_data
-    from dgx.train import TrainConfig, train
+    from dgx.resolve import load_data
+    from dgx.spec import TrainConfig
+    from dgx.train import train
 
     torch.set_num_threads(1)
-    cfg = TrainConfig(**{**job["config"], "data_options": tuple(tuple(x) for x in job["config"]["data_options"])})
+    cfg = TrainConfig.from_dict(job["config"])
     data = load_data(cfg)
     started = time.perf_counter()
     result = train(cfg, data, Path(job["runs"]) / cfg.run_id(data.fingerprint), progress=False)
@@ -106,13 +106,13 @@ def _quiet() -> None:
 
 
 def _job(args, cfg, **meta) -> dict:
-    config = cfg.to_dict() | {"data_options": list(cfg.data_options)}
+    config = cfg.to_dict()
     return {"config": config, "runs": str(args.runs), "meta": meta}
 
 
 def pregenerate(args, draws: list[int], oracle: bool) -> None:
     """Generate every draw once, here, before the workers read them (two workers would build one twice)."""
-    from dgx.sweep.plan import load_data
+    from dgx.resolve import load_data
 
     started = time.perf_counter()
     for draw in draws:
@@ -132,7 +132,7 @@ def calibrate(args) -> dict:
     rows = run_jobs(jobs, args.workers)
     crit = protocol(args.dataset)["criteria"]
     by = {(r["label"], r["draw"]): r for r in rows}
-    print(f"\n| draw | ERM source | ERM target avg | oracle target avg | headroom |\n|---|---:|---:|---:|---:|")
+    print("\n| draw | ERM source | ERM target avg | oracle target avg | headroom |\n|---|---:|---:|---:|---:|")
     erm_t, heads, erm_s = [], [], []
     for draw in draws:
         e, o = by[("ERM", draw)], by[("oracle", draw)]

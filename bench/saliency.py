@@ -40,11 +40,11 @@ def measure(label: str, size: int, model: str, n_train: int, epochs: int, draw: 
     from dgx.data import oracle_options
     from dgx.models import build_model
     from dgx.runs import BEST
-    from dgx.sweep.plan import load_data, resolve_config
+    from dgx.resolve import load_data, resolve_config
+    from dgx.spec import TrainRequest
     from dgx.train import train
 
-    cfg, _ = resolve_config("erm", None, "decoy-cxr", [f"seed={draw}", f"n_train={n_train}"], "quick", model=model,
-                            weights=None, image_size=size, epochs=epochs, batch_size=16, actdiff_layers="all")
+    cfg, _ = resolve_config(TrainRequest(method="erm", mask=None, data="decoy-cxr", data_opts=tuple([f"seed={draw}", f"n_train={n_train}"] or ()), budget="quick", model=model, image_size=size, epochs=epochs))
     cfg = replace(cfg, data_options=oracle_options(cfg.dataset, cfg.data_options))
     data = load_data(cfg)
     folder = runs / cfg.run_id(data.fingerprint)

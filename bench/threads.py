@@ -30,12 +30,12 @@ EPOCHS = 4  # the fair share is rechecked every epoch (a training that starts fi
 
 
 def _config(steps: int):
-    from dgx.sweep.plan import resolve_config
+    from dgx.resolve import resolve_config
+    from dgx.spec import TrainRequest
 
     n_train = steps * 16 // EPOCHS
     opts = [f"n_train={n_train}", "n_val=64", "n_test=64", "n_target=64", "seed=1000"]
-    cfg, _ = resolve_config("rrr", "periphery", "decoy-cxr", opts, "quick", model=None, weights=None,
-                            image_size=None, epochs=EPOCHS, batch_size=16, actdiff_layers="all")
+    cfg, _ = resolve_config(TrainRequest(method="rrr", mask="periphery", data="decoy-cxr", data_opts=tuple(opts or ()), budget="quick", epochs=EPOCHS))
     return cfg
 
 
@@ -43,7 +43,7 @@ def child(steps: int, out: Path) -> None:
     """One training; prints its seconds per step and the threads it ran with."""
     import torch
 
-    from dgx.sweep.plan import load_data
+    from dgx.resolve import load_data
     from dgx.train import train
 
     cfg = _config(steps)
@@ -77,7 +77,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         os.environ["DGX_DATA_DIR"] = str(tmp / "data")
-        from dgx.sweep.plan import load_data
+        from dgx.resolve import load_data
 
         load_data(_config(args.steps))  # the draw, generated once before the processes race for it
         rows = {"before: 2 trainings, torch default threads": _run(2, args.steps, str(cores), tmp, "before"),

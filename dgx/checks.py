@@ -1,8 +1,8 @@
 """Checks of user input that need no torch, Optuna, pandas or data.
 
-The commands call them before importing anything heavy, so a mistyped flag fails
-in a fraction of a second with one line, and the library (:mod:`dgx.sweep.plan`)
-calls the same functions, so a script gets the same errors. Each raises a
+The commands call them (through their requests' ``check``, dgx/spec.py) before
+importing anything heavy, so a mistyped flag fails in a fraction of a second with
+one line. Each raises a
 :class:`~dgx.errors.DgxError` saying what is wrong, where, and how to fix it.
 """
 
@@ -71,7 +71,7 @@ def check_device(device: str, *, here: bool = True, flag: str = "--device") -> N
     check_device_name(device, flag)
     if device in ("auto", "cpu") or not here:
         return
-    import torch
+    import torch  # torch: only to ask for a CUDA device; the other checks stay torch-free
 
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
@@ -109,7 +109,7 @@ def check_out_file(path: Path | str, flag: str = "--out", figure: bool = False) 
     if path.is_dir():
         raise DgxError(f"{flag} {path} is a folder; pass a file name, e.g. {flag} {path / ('figure.png' if figure else 'report.md')}")
     if figure:
-        from dgx.plotting import figure_format
+        from dgx.plotting import figure_format  # numpy (dgx.plotting): only for a figure path
 
         figure_format(path, flag)
     check_folder(path.parent, f"{flag} {path}: its folder", f"pass {flag} a file in a writable folder")
@@ -120,76 +120,11 @@ def check_choice(kind: str, value: str | None, choices) -> None:
         raise unknown_choice(kind, value, choices)
 
 
-def check_flags(method: str, mask: str | None = None, data: str = "decoy-cxr", data_opt: list[str] | None = None, *,
-                lr: float | None = None, wd: float | None = None, lam: float | None = None, seed: int = 0,
-                actdiff_layers: str = "all", negative_masks: str | None = None, profile: str | None = None,
-                device: str = "auto", runs_dir: Path | None = None, image_size: int | None = None,
-                launcher: str = "process", model: str | None = None, weights: str | None = None,
-                **_ignored) -> None:
-    """The training flags that can be checked from their text alone (``dgx train``, ``dgx sweep``).
-
-    Also reads the settings (environment and .env) and checks that the runs and data folders are folders
-    dgx can write. The dataset options are checked by :func:`dgx.data.check_options` (see
-    :func:`dgx.sweep.plan.resolve_config`).
-    """
-    from dgx.config import get_settings
-    from dgx.data import DATASETS
-    from dgx.data.base import MASK_KINDS, NEGATIVE_MASKS
-    from dgx.methods import METHODS
-    from dgx.methods.actdiff import LAYER_CHOICES
-    from dgx.profiles import PROFILES
-
-    settings = get_settings()
-    # An empty value would silently fall back to the budget's ("" is false): it is a mistake.
-    for flag, value, example in (("--mask", mask, "periphery"), ("--model", model, "resnet18"),
-                                 ("--weights", weights, "none"), ("--profile", profile, "paper"),
-                                 ("--negative-masks", negative_masks, "ones")):
-        check_name(flag, value, example)
-    is_path = weights is not None and weights.strip() and weights != "none" and weights.split(":")[0] != "imagenet"
-    if is_path and not Path(weights).is_file():
-        raise DgxError(f"weights file {weights} does not exist; pass --weights imagenet, --weights none or a "
-                       "path to a state dict")
-    check_choice("method", method, METHODS)
-    check_choice("mask", mask, MASK_KINDS)
-    check_choice("dataset", data, DATASETS)
-    check_choice("--actdiff-layers value", actdiff_layers, LAYER_CHOICES)
-    check_choice("--negative-masks value", negative_masks, NEGATIVE_MASKS)
-    check_choice("profile", profile, PROFILES)
-    check_number("--lr", lr, positive=True)
-    check_number("--wd", wd)
-    check_number("--lam", lam)
-    check_seed(seed)
-    check_device(device, here=launcher == "process")  # SLURM jobs run on other machines
-    check_folder(runs_dir if runs_dir is not None else settings.runs_dir,
-                 "--runs-dir" if runs_dir is not None else "DGX_RUNS_DIR")
-    check_folder(settings.data_dir, "DGX_DATA_DIR")
-    from dgx.data import check_options
-
-    # names and types; the value checks need the image size, which may come from the budget
-    check_options(data, dict(parse_options(data_opt)), image_size, complete=image_size is not None)
-
-
 # The names `dgx sweep` takes (dgx.sweep.study and dgx.sweep.launch use these; a test keeps them in step).
 SAMPLERS = ("grid", "tpe", "random")
 PRUNERS = ("none", "median", "hyperband", "asha")
 SELECTION_RULES = ("val", "swapped", "shuffled", "lam-ci")  # dgx/selection.py: which grid point the seeds phase retrains
 LAUNCHERS = ("process", "slurm", "local")
-
-
-def check_sweep_flags(sampler: str = "grid", pruner: str = "none", launcher: str = "process", gpus: str | None = None,
-                      storage: str | None = None, study: str | None = None, trials: int | None = None,
-                      seeds: int | None = None, select: str = "val", **_ignored) -> None:
-    """The ``dgx sweep`` flags beyond the training ones that can be checked from their text alone."""
-    check_study("--study", study)
-    check_choice("--select rule", select, SELECTION_RULES)
-    check_choice("sampler", sampler, SAMPLERS)
-    check_choice("pruner", pruner, PRUNERS)
-    check_choice("launcher", launcher, LAUNCHERS)
-    parse_gpus(gpus)
-    check_storage_url(storage)
-    for flag, value in (("--trials", trials), ("--seeds", seeds)):
-        if value is not None and value < 1:
-            raise DgxError(f"{flag} must be >= 1, got {value}; leave {flag} out for the budget's")
 
 
 def parse_gpus(text: str | None) -> tuple[str, ...]:
@@ -229,5 +164,5 @@ def parse_options(items: list[str] | None, flag: str = "--data-opt",
 
 
 __all__ = ["check_number", "check_seed", "check_name", "check_study", "check_device_name", "check_folder",
-           "check_out_file", "check_choice", "check_device", "check_flags", "check_sweep_flags", "check_storage_url", "storage_file",
+           "check_out_file", "check_choice", "check_device", "check_storage_url", "storage_file",
            "parse_gpus", "parse_options", "DEVICES", "SAMPLERS", "PRUNERS", "LAUNCHERS", "SELECTION_RULES"]

@@ -115,6 +115,15 @@ def get_settings() -> Settings:
         parser.propagate = propagate
 
 
+def sweeps_dir() -> Path:
+    """``$DGX_SWEEPS_DIR``, else the repository's ``sweeps/`` next to the package."""
+    env = get_settings().sweeps_dir
+    path = Path(env) if env else Path(__file__).resolve().parents[1] / "sweeps"
+    if not path.is_dir():
+        raise DgxError(f"sweeps directory {path} not found; set DGX_SWEEPS_DIR to the repository's sweeps/ folder")
+    return path
+
+
 class _Held(logging.Handler):
     def __init__(self) -> None:
         super().__init__()

@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from dgx import runs
+from dgx.checks import storage_file
 from dgx.errors import DgxError
+from dgx.spec import TrainConfig
 
 _TMP = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp")
 
@@ -55,7 +58,7 @@ def _damage(folder: Path) -> str | None:
         problems = runs.verify(folder)[1]
         return problems[0] if problems else None
     if (folder / runs.LAST).exists():
-        import torch
+        import torch  # optuna / torch: only for the checks that need them
 
         try:
             torch.load(folder / runs.LAST, map_location="cpu", weights_only=True)
@@ -90,13 +93,14 @@ def scan_storage(runs_dir: Path, storage: str, fix: bool = False, retrain=None) 
 
     ``retrain(trial_attrs, folder)`` recreates a COMPLETE trial's folder under ``--fix``.
     """
-    import optuna
+    import optuna  # optuna / torch: only for the checks that need them
     from optuna.trial import TrialState
 
-    from dgx.report.load import _open
+    from dgx.report.load import open_existing_storage  # optuna / torch: only for the checks that need them
+    # optuna / torch: only for the checks that need them
     from dgx.sweep.queue import _params_of, close_waiting_duplicates, owners, point_key
 
-    store, label = _open(storage)
+    store, label = open_existing_storage(storage)
     out, named = [], set()
     for name in sorted(optuna.get_all_study_names(store)):
         study = optuna.load_study(study_name=name, storage=store)
@@ -140,10 +144,9 @@ def scan_storage(runs_dir: Path, storage: str, fix: bool = False, retrain=None) 
 def _other_storages(runs_dir: Path, storage: str) -> tuple[set[str], list[tuple[str, str]]]:
     """The run ids named by every other storage known to share ``runs_dir`` (its registry, the SQLite and
     Journal files in it), and those of them that could not be read (URL, why)."""
-    import optuna
+    import optuna  # optuna / torch: only for the checks that need them
 
-    from dgx.checks import storage_file
-    from dgx.report.load import _open
+    from dgx.report.load import open_existing_storage  # optuna / torch: only for the checks that need them
     from dgx.storage import canonical_url, known_storages
 
     named, unread = set(), []
@@ -151,7 +154,7 @@ def _other_storages(runs_dir: Path, storage: str) -> tuple[set[str], list[tuple[
         if url == canonical_url(storage) or ((path := storage_file(url)) is not None and not path.exists()):
             continue  # this storage; a file storage deleted since names nothing
         try:
-            store, _ = _open(url)
+            store, _ = open_existing_storage(url)
             for name in optuna.get_all_study_names(store):
                 for t in optuna.load_study(study_name=name, storage=store).get_trials(deepcopy=False):
                     if t.user_attrs.get("run_id"):
@@ -164,8 +167,6 @@ def _other_storages(runs_dir: Path, storage: str) -> tuple[set[str], list[tuple[
 def _orphans(runs_dir: Path, named: set[str], label: str, fix: bool) -> list[Finding]:
     """Finished folders (a minute old: a trial records its run id just after result.json is written) that no
     trial of any known storage names."""
-    import time
-
     out = []
     for folder in _folders(runs_dir):
         result = folder / runs.RESULT
@@ -180,12 +181,11 @@ def _orphans(runs_dir: Path, named: set[str], label: str, fix: bool) -> list[Fin
 
 def retrain_trial(attrs: dict, folder: Path, device: str = "auto") -> None:
     """Train a trial's recorded config again into ``folder`` (the same run, so the same hash)."""
-    from dgx.sweep.plan import load_data
-    from dgx.train import TrainConfig, train
+    # torch and the data: only when a trial is retrained
+    from dgx.resolve import load_data
+    from dgx.train import train
 
-    d = dict(attrs["config"])
-    d["data_options"] = tuple(sorted((str(k), str(v)) for k, v in dict(d.get("data_options") or {}).items()))
-    cfg = TrainConfig(**d)
+    cfg = TrainConfig.from_dict(attrs["config"])
     bundle = load_data(cfg)
     if cfg.run_id(bundle.fingerprint) != folder.name:
         raise DgxError(f"the data for {folder.name} changed since it was trained (another generator or cache); "

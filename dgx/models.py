@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import nn
+from torchvision.models.resnet import BasicBlock, ResNet
 
 from dgx.errors import DgxError, unknown_choice
 
@@ -40,8 +41,6 @@ NARROW_RESNETS = {"resnet18-w16": 16, "resnet18-w32": 32}
 
 def narrow_resnet(width: int, num_classes: int = NUM_CLASSES) -> nn.Module:
     """torchvision's ResNet-18 with stage widths (w, 2w, 4w, 8w) instead of (64, 128, 256, 512)."""
-    from torchvision.models.resnet import BasicBlock, ResNet
-
     model = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)  # then rebuilt narrower, same module names
     model.inplanes = width
     model.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)

@@ -25,7 +25,7 @@ lowers a convolution with batched weights to the same grouped convolution,
 but it cannot run the closed-form double backward of
 dgx/methods/second_order.py (its autograd Functions are not vmappable), nor the
 methods' forward hooks (ActDiff) on batched tensors; a wide network runs both
-unchanged. :func:`train_packed` (dgx/train.py) trains a pack and writes each
+unchanged. :func:`dgx.train.train_runs` trains a pack and writes each
 member's run folder exactly as a training alone would; each member's result
 equals the alone result within float tolerance (tests/test_pack.py).
 """
@@ -33,31 +33,21 @@ equals the alone result within float tolerance (tests/test_pack.py).
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import skip_init
+from torchvision.models import ResNet
 
 from dgx.errors import DgxError
-from dgx.sweep.space import PACKED_FIELDS  # what may differ between the members of a pack
-
-
-def pack_size(model: nn.Module) -> int:
-    """K for a packed model, 1 for a plain one."""
-    return int(getattr(model, "pack_size", 1))
-
-
-def pack_key(cfg) -> object:
-    """Configs with equal keys can train as one pack (they differ at most in :data:`PACKED_FIELDS`)."""
-    return dataclasses.replace(cfg, **{f: type(getattr(cfg, f))(0) for f in PACKED_FIELDS})
+from dgx.spec import PACKED_FIELDS
 
 
 def check_packable(cfgs: Sequence, profile) -> None:
     """A one-line DgxError unless ``cfgs`` can train as one pack."""
-    keys = {pack_key(c) for c in cfgs}
+    keys = {c.pack_key() for c in cfgs}
     if len(keys) > 1:
         raise DgxError(f"packed trials must differ only in {' and '.join(PACKED_FIELDS)}; these differ in more "
                        "(method, mask, λ, seed, data or model): pack grid points of one λ and seed")
@@ -143,8 +133,6 @@ def pack_models(models: Sequence[nn.Module]) -> nn.Module:
     Its forward takes (B, 3, H, W), or (K, B, 3, H, W) with each model's own input, and returns
     logits (B, classes, K); ``pack_size`` is K. The models are copied, not shared.
     """
-    from torchvision.models import ResNet
-
     if not models or not all(isinstance(m, ResNet) for m in models):
         raise DgxError("packed trials need torchvision ResNets (resnet18/50, resnet18-w16, ...); use --pack 1 "
                        "for other models")
@@ -179,11 +167,11 @@ def member_state(packed: nn.Module, k: int, template: nn.Module) -> dict[str, to
     """Model k's state dict, in ``template``'s keys and shapes, sliced out of ``packed`` (copies)."""
     out, wide = {}, packed.state_dict()
     for key, t in template.state_dict().items():
-        out[key] = slice_member(wide[key], k, pack_size(packed), t.shape).clone()
+        out[key] = slice_member(wide[key], k, t.shape).clone()
     return out
 
 
-def slice_member(wide: torch.Tensor, k: int, n_models: int, shape: torch.Size) -> torch.Tensor:
+def slice_member(wide: torch.Tensor, k: int, shape: torch.Size) -> torch.Tensor:
     """Model k's block of a packed tensor: the tensor itself (shared counters), row k of a stacked one
     (the head), or the k-th of K equal blocks along the first dimension (everything else)."""
     if wide.shape == shape:
@@ -200,7 +188,7 @@ def load_members(packed: nn.Module, templates: Sequence[nn.Module]) -> None:
     with torch.no_grad():
         for k, model in enumerate(templates):
             for key, t in model.state_dict().items():
-                t.copy_(slice_member(wide[key], k, len(templates), t.shape))
+                t.copy_(slice_member(wide[key], k, t.shape))
 
 
 class PackedAdam:
@@ -275,10 +263,10 @@ class PackedAdam:
         if self.step_count:
             for i, (p, m, v) in enumerate(zip(params, self.exp_avg, self.exp_avg_sq)):
                 state[i] = {"step": torch.tensor(float(self.step_count)),
-                            "exp_avg": slice_member(m, k, self.k, p.shape).clone(),
-                            "exp_avg_sq": slice_member(v, k, self.k, p.shape).clone()}
+                            "exp_avg": slice_member(m, k, p.shape).clone(),
+                            "exp_avg_sq": slice_member(v, k, p.shape).clone()}
         return {"state": state, "param_groups": sd["param_groups"]}
 
 
-__all__ = ["pack_models", "pack_size", "pack_key", "check_packable", "check_model_packable", "member_state", "load_members",
+__all__ = ["pack_models", "check_packable", "check_model_packable", "member_state", "load_members",
            "slice_member", "PackedAdam", "PACKED_FIELDS"]

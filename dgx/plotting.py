@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dgx.errors import DgxError
+from dgx.runs import atomic_write
 
 # Okabe & Ito's qualitative palette (Okabe and Ito 2008, "Color Universal Design").
 OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73",
@@ -21,10 +22,11 @@ FORMATS = ("png", "pdf", "svg")  # what --out's suffix may name
 
 
 def pyplot():
-    import matplotlib
+    """matplotlib's pyplot module, on the headless Agg backend."""
+    import matplotlib  # matplotlib: only when a figure is drawn (dgx.checks reads this module's formats)
 
     matplotlib.use("Agg")  # headless; must precede the pyplot import's backend choice
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib: as above, and only after use("Agg")
 
     return plt
 
@@ -40,8 +42,6 @@ def figure_format(out: Path, flag: str = "--out") -> str:
 
 def save_figure(fig, out: Path, dpi: int = 150) -> Path:
     """Write ``fig`` to ``out`` in the format of its suffix, atomically, and close it."""
-    from dgx.runs import atomic_write
-
     out = Path(out)
     fmt = figure_format(out)
     out.parent.mkdir(parents=True, exist_ok=True)

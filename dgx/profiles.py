@@ -8,10 +8,12 @@ of :class:`Profile`:
 
 ``source_split``
     ``lists``: the dataset's fixed train/val splits (CXR-P: the paper's 947/223
-    lists). ``redraw``: the released ``utils.py:load_file_markers``: the
-    train+val pool redrawn 80/20 for every seed with
-    ``StratifiedShuffleSplit(test_size=0.2, random_state=seed)``. CXR-P's pool
-    is then the 951 images with gaze (``trainval_gaze``), CXR-P Full's its 8,540.
+    lists; CXR-P Full: one 80/20 split drawn at ``dgx data prepare``). ``redraw``:
+    the released ``utils.py:load_file_markers``: the train+val pool redrawn 80/20
+    for every seed with ``StratifiedShuffleSplit(test_size=0.2, random_state=seed)``
+    on the pool in its list's own order (the manifest ``<dataset>.pool``): CXR-P's
+    951 images with gaze (``trainval_gaze``, ``trainval_list_gold.pkl``), CXR-P
+    Full's 8,540 (``trainval_full``, ``new_trainval_all.pkl``).
 ``select``
     ``auroc``: the epoch with the best source-validation AUROC, strictly better
     (earlier ties win). ``accuracy``: the released ``train.py:train``: best
@@ -45,16 +47,35 @@ of :class:`Profile`:
     grid and blown back up. ``released``: ``dataloader.py``: the full-resolution
     abnormality resized (anti-aliased, bilinear) to the training size, then
     ``> 0``, which dilates it; scaled = a 16×16 max-pool, bilinear upsampling,
-    ``> 0``.
+    ``> 0`` (16 is dgx's pick: ``train.py --actdiff_segmask_size`` sets it and no
+    released script does); periphery (``actdiff_lungmask``) only on the positives
+    whose lungs the authors annotated (``lung_segmentations/annotations``,
+    ``first_positive_all_labeled.pkl``: on CXR-P Full 1,206 of 1,902), all ones
+    on the others (cache kind ``periphery_released``, built from
+    ``lung_periphery_annotated_ids.csv``).
 ``rrr_log``
     ``log_softmax``: Σ_k log p̂_k, exact. ``log_eps``: the released
     ``log(softmax + 1e-11)``: the penalty's gradient vanishes once the logit gap
     passes about 25. The released behaviour, not a recommendation.
+``decode``
+    ``stretch``: a DICOM's modality rescale applied, MONOCHROME1 inverted, its
+    range stretched to 0–255, then PIL bilinear with ``reducing_gap=2.0``
+    (:mod:`dgx.prep.decode`). ``released``: ``dataloader.py:RoboGazeDataset.__getitem__``
+    (``np.uint8(ds.pixel_array)``, files as PIL opens them) resized by
+    ``utils.py:get_data_transforms``' ``transforms.Resize`` (PIL bilinear, no
+    reducing gap); the cache holds both (``images_released``).
+``last_batch``
+    ``drop``: an epoch's last partial batch is dropped. ``keep``: the released
+    ``dataloader.py:fetch_dataloaders`` ``DataLoader(shuffle=True)``, whose
+    ``drop_last`` is False: the last batch trains with what is left.
+``precision``
+    ``bf16``: training and scoring under bfloat16 autocast on CUDA (fp32 on the
+    CPU). ``fp32``: fp32 everywhere, as the released ``train.py:train_epoch`` and
+    ``train.py:evaluate`` ran (no autocast).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -72,20 +93,20 @@ class Profile:
     normalization: Literal["imagenet", "cxr"] = "imagenet"
     masks: Literal["dgx", "released"] = "dgx"
     rrr_log: Literal["log_softmax", "log_eps"] = "log_softmax"
-
-    def switches(self) -> dict[str, str]:
-        """Every switch and its value (the profile's name excluded)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
+    decode: Literal["stretch", "released"] = "stretch"
+    last_batch: Literal["drop", "keep"] = "drop"
+    precision: Literal["bf16", "fp32"] = "bf16"
 
 
 PROFILES: dict[str, Profile] = {
     "paper": Profile("paper"),
     "official": Profile("official", source_split="redraw", select="accuracy", penalty_bn="per_sample",
                         actdiff_tensors="released", shuffle="released", normalization="cxr", masks="released",
-                        rrr_log="log_eps"),
+                        rrr_log="log_eps", decode="released", last_batch="keep", precision="fp32"),
 }
 
-# The released code's scaled-abnormality grid (the only value its scripts use) and validation share.
+# The scaled-abnormality grid of the official profile (the released code takes it from a flag no released
+# script sets; 16 is dgx's pick) and the released validation share.
 RELEASED_SCALED_GRID = 16
 RELEASED_VAL_FRACTION = 0.2
 

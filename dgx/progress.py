@@ -26,6 +26,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 console = Console(stderr=True, soft_wrap=True)  # log lines are never wrapped at 80 columns when piped
 LINE_INTERVAL_S = 20.0  # plain-line mode: a running task reports at least this often (when it advances)
@@ -50,7 +51,6 @@ def say(text: str) -> None:
     if console.is_terminal:
         console.print(text)
         return
-    from rich.text import Text
 
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     for line in Text.from_markup(text).plain.splitlines():

@@ -27,16 +27,24 @@ permissions (``0666 & ~umask``, 0644 under umask 022), not the 0600 of a secure 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
 import math
 import os
 import re
 import secrets
+import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from dgx.errors import DgxError
 
 RUNS = "runs"  # run folders live under <runs_dir>/runs/
 STORAGES = "storages.txt"  # <runs_dir>/storages.txt: each Optuna storage whose trials name run folders here
@@ -89,8 +97,6 @@ def atomic_folder(path: Path | str) -> Iterator[Path]:
 
     If ``path`` exists by then (a concurrent builder finished first), the new folder is discarded.
     """
-    import shutil
-
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     tmp.mkdir(mode=0o777)
@@ -117,8 +123,6 @@ REQUIRED_RESULT = ("val_auroc", "best_epoch", "auroc")  # a stored result withou
 
 def digest(path: Path) -> dict[str, Any]:
     """Size and sha256 of a file (what result.json records to detect damage later)."""
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -138,8 +142,6 @@ def verify(folder: Path, required: tuple[str, ...] = REQUIRED_RESULT) -> tuple[d
     each file it sealed must still have its recorded size and sha256. A result
     from before sealing is trusted when its ``scores.npz`` still loads.
     """
-    import json
-
     folder = Path(folder)
     try:
         stored = json.loads((folder / RESULT).read_text())
@@ -166,9 +168,6 @@ def verify(folder: Path, required: tuple[str, ...] = REQUIRED_RESULT) -> tuple[d
 
 def quarantine(folder: Path, reason: str) -> Path:
     """Move a damaged run folder aside (never delete it) and say so in one warning line."""
-    import logging
-    import time
-
     folder = Path(folder)
     target = folder.parent.parent / QUARANTINE / f"{folder.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -184,7 +183,7 @@ def quarantine(folder: Path, reason: str) -> Path:
 
 
 def save_checkpoint(obj: object, path: Path) -> None:
-    import torch
+    import torch  # torch: only to write a checkpoint (reports read run folders without it)
 
     with atomic_write(path) as tmp:
         torch.save(obj, tmp)
@@ -219,8 +218,6 @@ def load_scores(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def _damaged(path: Path, exc: Exception):
-    from dgx.errors import DgxError
-
     return DgxError(f"{path} is damaged ({type(exc).__name__}); run `dgx doctor --fix` to quarantine that run, "
                     "then rerun its sweep to train it again")
 
@@ -251,6 +248,28 @@ def load_groups(path: Path) -> dict[str, dict[str, np.ndarray]]:
 
 def scores_path(runs_dir: Path | str, run_id: str) -> Path:
     return run_dir(runs_dir, run_id) / SCORES
+
+
+# ---------------------------------------------------------------- a training's result (result.json)
+
+@dataclass
+class TrainResult:
+    val_auroc: float  # source-validation AUROC of the selected checkpoint (the sweep's objective)
+    best_epoch: int  # 1-based epoch of the selected checkpoint
+    auroc: dict[str, float]  # selected checkpoint's test AUROC per domain (source test + targets)
+    history: list[dict] = field(default_factory=list)  # per epoch: train_loss, val_auroc, lr
+    resumed_from: int = 0  # epochs already done when this process started
+    wall_s: float = 0.0  # seconds spent by this process
+    val_accuracy: float = math.nan  # source-validation accuracy of the selected checkpoint
+    selection: str = "auroc"  # what chose the checkpoint: auroc (strict >) | accuracy (>=, the released code)
+    # What the other grid-point rules read (dgx/selection.py), of the selected checkpoint; NaN where n/a.
+    val_auroc_low: float = math.nan  # lower end of the source-validation AUROC's 95% DeLong interval
+    val_shuffled_auroc: float = math.nan  # AUROC on the validation images with their background shuffled
+    val_swapped_auroc: float = math.nan  # AUROC on the validation images with the other class's background
+
+
+RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(TrainResult))
+SELECTION_FIELDS = ("val_auroc_low", "val_shuffled_auroc", "val_swapped_auroc")  # what dgx/selection.py reads
 
 
 # ---------------------------------------------------------------- the trial record
@@ -353,4 +372,5 @@ def _float(value: Any) -> float:
 
 __all__ = ["RUNS", "RESULT", "LAST", "BEST", "SCORES", "GROUPS", "QUARANTINE", "save_groups", "load_groups",
            "digest", "seal", "verify", "quarantine", "run_dir", "atomic_write", "atomic_write_text",
-           "atomic_folder", "save_checkpoint", "save_scores", "load_scores", "scores_path", "TrialRecord"]
+           "atomic_folder", "save_checkpoint", "save_scores", "load_scores", "scores_path", "TrialRecord", "TrainResult",
+           "RESULT_FIELDS", "SELECTION_FIELDS"]

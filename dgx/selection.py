@@ -43,6 +43,7 @@ import numpy as np
 
 from dgx.checks import SELECTION_RULES as RULES
 from dgx.data.base import Split, unconstrained
+from dgx.errors import unknown_choice
 
 DEFAULT_RULE = "val"  # the paper's
 SHUFFLE_SEED = 0  # every training of every sweep is validated on the same shuffled copies
@@ -107,8 +108,6 @@ def pick(candidates: Sequence[Candidate], rule: str = DEFAULT_RULE) -> int:
     """The index of the candidate ``rule`` selects (ties: the smaller key). A rule whose numbers a candidate
     lacks (a maskless method, a run from before they were recorded) falls back to ``val``."""
     if rule not in RULES:
-        from dgx.errors import unknown_choice
-
         raise unknown_choice("selection rule", rule, RULES)
     if not candidates:
         raise ValueError("no candidates to select from")

@@ -13,18 +13,20 @@ for RDB storages and only inside ``study.optimize``.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import optuna
+from optuna.storages.journal import JournalFileBackend
 
+from dgx.checks import check_folder, check_storage_url, storage_file
 from dgx.errors import DgxError
+from dgx.runs import STORAGES, atomic_write_text
 
 
 def check_storage(url: str) -> None:
     """Whether ``url`` can be opened for writing, without creating anything: a URL, and for a file storage
     a file (existing or not) in a folder dgx can create and write."""
-    from dgx.checks import check_folder, check_storage_url, storage_file
-
     check_storage_url(url)
     path = storage_file(url)
     if path is None:
@@ -48,8 +50,6 @@ def _writable_file(path: Path, url: str) -> None:
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """Open (creating if needed) the storage behind ``url``, with one-line errors."""
     if url.startswith("journal:///"):
-        from optuna.storages.journal import JournalFileBackend
-
         path = Path(url[len("journal:///") - 1 :])
         _writable_file(path, url)
         try:  # replays the file: a foreign or damaged one fails here
@@ -70,15 +70,11 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
 def shown_url(url: str) -> str:
     """A storage URL fit for logs: any password replaced by ``***`` (postgresql://dgx:***@db/dgx)."""
-    import re
-
     return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
 
 
 def canonical_url(url: str) -> str:
     """``url`` as the runs folder's registry keeps it: a file storage by its absolute path, no password."""
-    from dgx.checks import storage_file
-
     path = storage_file(url)
     if path is not None:  # sqlite:////abs/path.db, journal:///abs/path.journal
         return f"{'journal://' if url.startswith('journal:') else 'sqlite:///'}{path.resolve()}"
@@ -91,8 +87,6 @@ _REMEMBERED: set[tuple[str, str]] = set()
 def remember_storage(runs_dir: Path, url: str) -> None:
     """Note in ``runs_dir`` that trials of ``url`` name folders here (once per process), so that `dgx doctor`
     on any one storage knows the others that share the folder (:func:`known_storages`)."""
-    from dgx.runs import STORAGES, atomic_write_text
-
     key = (str(Path(runs_dir).resolve()), canonical_url(url))
     if key in _REMEMBERED:
         return
@@ -106,8 +100,6 @@ def remember_storage(runs_dir: Path, url: str) -> None:
 def known_storages(runs_dir: Path) -> list[str]:
     """Every storage whose trials name folders of ``runs_dir``: its registry, and the SQLite and Journal files
     lying in it (from before the registry, or copied in)."""
-    from dgx.runs import STORAGES
-
     root = Path(runs_dir)
     path = root / STORAGES
     listed = [line.strip() for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []

@@ -75,7 +75,7 @@ class Share:
         self.path = registry() / str(os.getpid())
 
     def apply(self) -> int:
-        import torch
+        import torch  # torch: only in a training process, which has it loaded
 
         threads = fair_share(self.pinned)
         if threads != self.threads:
@@ -98,7 +98,7 @@ def training_share(pinned: int | None = None) -> Iterator[Share]:
     """Register this process as a running training for the duration of the block, with its share applied.
     ``pinned``: threads to use regardless (default: ``dgx worker --threads``, else ``DGX_THREADS``, else 0)."""
     if pinned is None:
-        from dgx.config import get_settings
+        from dgx.config import get_settings  # pydantic settings: read on first use, not on import
 
         pinned = _PINNED or get_settings().threads
     share = Share(pinned)

@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from dgx.config import sweeps_dir
 from dgx.errors import DgxError
 
 BATCH = 16  # the paper's batch size, at which dgx reproduce trains and the table must be measured
@@ -59,8 +60,6 @@ class ThroughputTable:
 
 def default_table_path() -> Path:
     """``sweeps/throughput/h200.json`` in the sweeps folder (``$DGX_SWEEPS_DIR`` or the repository's)."""
-    from dgx.sweep.space import sweeps_dir
-
     return sweeps_dir() / "throughput" / DEFAULT_NAME
 
 

@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import optuna
 
+from dgx import __version__
 from dgx.config import Settings
-from dgx.runs import RESULT, SCORES, TrialRecord, atomic_write_text, load_scores
-from dgx.train import TrainConfig, TrainResult
+from dgx.data import root_draw
+from dgx.runs import RESULT, SCORES, TrainResult, TrialRecord, atomic_write_text, load_scores
+from dgx.spec import TrainConfig
 
 log = logging.getLogger("dgx")
 
@@ -30,8 +32,6 @@ def record_trial(trial: optuna.Trial, cfg: TrainConfig, result: TrainResult, *, 
     ``variant`` names a data variant of the same dataset (``oracle``: the source with
     its shortcut decorrelated), which the report shows as a row of its own.
     """
-    from dgx.data import root_draw
-
     root = root_draw(cfg.dataset, dict(cfg.data_options))
     record = TrialRecord(method=cfg.method, mask=cfg.mask, dataset=cfg.dataset, source=source, targets=list(targets),
                          phase=phase, seed=cfg.seed, auroc=dict(result.auroc), profile=cfg.profile, run_id=run_id,
@@ -49,7 +49,7 @@ ROC_POINTS = 101  # false-positive rates at which each domain's ROC curve is sen
 
 def roc_points(labels: np.ndarray, scores: np.ndarray, n: int = ROC_POINTS) -> tuple[np.ndarray, np.ndarray]:
     """The ROC curve resampled at ``n`` evenly spaced false-positive rates (no thresholds, no per-image data)."""
-    from sklearn.metrics import roc_curve
+    from sklearn.metrics import roc_curve  # scikit-learn: only for the ROC curve of a finished run
 
     fpr, tpr, _ = roc_curve(labels, scores)
     grid = np.linspace(0.0, 1.0, n)
@@ -100,9 +100,8 @@ class WandbRun:
         if run_dir is not None and (reused := logged_run(run_dir, settings)):
             self.reused = reused
             return
-        import wandb
+        import wandb  # wandb (~1 s): only when W&B is on
 
-        from dgx import __version__
 
         wandb_dir = Path(settings.runs_dir)
         wandb_dir.mkdir(parents=True, exist_ok=True)
@@ -140,7 +139,7 @@ class WandbRun:
 
     def log_roc(self, run_dir: Path) -> None:
         """One ROC chart of the selected checkpoint, a line per domain, from the run folder's scores."""
-        import wandb
+        import wandb  # wandb (~1 s): only when W&B is on
 
         rows = []
         for domain, (labels, scores) in load_scores(Path(run_dir) / SCORES).items():

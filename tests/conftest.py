@@ -12,15 +12,36 @@ from __future__ import annotations
 
 import os
 
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2  # one per process when two test processes share the cores
+# Set before torch and numpy load, so their OpenMP and BLAS pools start at THREADS in this process, and every
+# subprocess a test starts (dgx commands and workers, benches, spawned pools) inherits the count unless it sets
+# its own: torch's default (every core) in a subprocess beside the other test process oversubscribes the cores,
+# and an oversubscribed training runs up to ~40x slower (dgx/threads.py).
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_var] = str(THREADS)
+# W&B (offline in every test, as users run it) waits 30 s for its wandb-core service to start and 90 s for
+# wandb.init: limits a machine loaded by other jobs can reach. Here, in-process and in every subprocess, they
+# only guard against a hang (tests/helpers.py: HANG_S).
+os.environ["WANDB__SERVICE_WAIT"] = os.environ["WANDB_INIT_TIMEOUT"] = "1800"
+
+# The same count for dgx's trainings outside a test too: a module fixture (test_heal's finished run,
+# test_subgroups' trained seeds) is set up before _isolated below, and with no DGX_THREADS it took its fair share,
+# 1 or 2 threads depending on what the other test process ran, then failed to match the tests' 1-thread retrain.
+os.environ["DGX_THREADS"] = str(THREADS)
+
 import pytest
 import torch
 
-THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2  # one per process when two test processes share the cores
+torch.set_num_threads(THREADS)
+
 # The longest files first (measured with --durations), so the two test processes finish together instead of one
 # waiting for the other's last slow file (--no-loadscope-reorder keeps this order; xdist would otherwise put the
 # files with the most tests first, and these one-test files last).
+# The mid-sized files (10-30 s) follow, so that the run ends on small files: the last file assigned sets the tail.
 LONGEST_FIRST = ("test_decoy_effect.py", "test_decoy_mnist.py", "test_bad_inputs.py", "test_faults.py",
-                 "test_workers.py", "test_bench.py")
+                 "test_workers.py", "test_bench.py", "test_pack.py", "test_lung_gaze_masks.py", "test_cli.py",
+                 "test_train.py", "test_official.py", "test_figures.py", "test_report_shapes.py",
+                 "test_prune_replay.py")
 
 
 def pytest_collection_modifyitems(items):

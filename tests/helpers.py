@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from dgx.data import load_dataset
-from dgx.train import TrainConfig
+from dgx.spec import TrainConfig
+
+# The limit for waiting on a subprocess or a condition: a guard against a real hang (a process that never exits
+# would stall CI forever), never a performance check. Far above what any wait takes on a machine loaded by
+# other jobs (the slowest, a bench or a 3-worker sweep, take 1-3 minutes at load 8-12 on 2 cores).
+HANG_S = 1800
 
 TINY_DATA = {"n_train": "96", "n_val": "64", "n_test": "64", "n_target": "48"}
 TINY_OPTS = tuple(sorted(TINY_DATA.items()))

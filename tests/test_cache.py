@@ -9,7 +9,7 @@ from PIL import Image
 
 from dgx.errors import DgxError
 from dgx.masks.rle import abnormality_mask, load_rle_table
-from dgx.prep.cache import build_cache, decode_image, load_cache, read_index
+from dgx.prep.cache_builder import build_cache, decode_image, load_cache, read_index
 from dgx.prep.manifest import read_manifest
 from dgx.prep.sources import prepare_source
 from tests.test_siim import lesion, write_dicom, write_siim_tree

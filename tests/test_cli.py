@@ -8,7 +8,7 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from dgx.cli import app
-from dgx.sweep.space import load_budget
+from dgx.space import load_budget
 from tests.helpers import named_study, cli_data_args
 
 runner = CliRunner()

@@ -23,7 +23,8 @@ import pytest
 
 from dgx.data import oracle_options
 from dgx.selection import Candidate, pick
-from dgx.sweep.plan import load_data, resolve_config
+from dgx.resolve import load_data, resolve_config
+from dgx.spec import TrainRequest
 from dgx.train import train
 
 REPLICATES = (0, 1, 2)  # training seeds: draws root + 0..2
@@ -31,8 +32,7 @@ REPLICATES = (0, 1, 2)  # training seeds: draws root + 0..2
 
 def config(dataset: str, budget: str, method: str, mask: str | None, seed: int, lam: float | None = None,
            oracle: bool = False):
-    cfg, _ = resolve_config(method, mask, dataset, None, budget, model=None, weights=None, image_size=None,
-                            epochs=None, batch_size=16, actdiff_layers="all", seed=seed, lam=lam)
+    cfg, _ = resolve_config(TrainRequest(method=method, mask=mask, data=dataset, budget=budget, seed=seed, lam=lam))
     return replace(cfg, data_options=oracle_options(cfg.dataset, cfg.data_options)) if oracle else cfg
 
 
@@ -63,9 +63,14 @@ def train_all(jobs: dict, tmp_path) -> dict:
 
     with mp.get_context("spawn").Pool(2) as pool:
         unique = {(c.dataset, c.data_options, c.seed): c for c in jobs.values()}
-        pool.map(_load, list(unique.values()))  # each draw generated once, before two trainings could race for it
-        out = pool.map(_train, [(c, tmp_path / name) for name, c in jobs.items()])
-    return dict(zip(jobs, out))
+        # each draw generated once, before two trainings could race for it
+        pool.map(_load, list(unique.values()), chunksize=1)
+        # One training per task, the input-gradient ones (2-3x an ERM step) first, so that the two processes
+        # finish together: map's default chunks of two left one process 6 trainings and the other 4. Each
+        # training seeds itself, so the order changes no number.
+        order = sorted(jobs, key=lambda name: jobs[name].method == "erm")
+        out = pool.map(_train, [(jobs[name], tmp_path / name) for name in order], chunksize=1)
+    return dict(zip(order, out))
 
 
 def replicate_jobs(dataset: str, budget: str, mask: str, small: float, large: float) -> dict:

@@ -36,7 +36,7 @@ from typer.testing import CliRunner
 
 from dgx.cli import app
 from dgx.sweep import queue
-from tests.helpers import TINY_DATA
+from tests.helpers import HANG_S, TINY_DATA
 from tests.test_workers import GRID_12, _budget, _cleanup, _dgx, _storage
 
 EPOCHS = 3
@@ -46,18 +46,20 @@ FAULT_SEED = 20240611
 WORKERS = 3
 # Heartbeat and grace as in test_workers: a killed worker's trial is reaped 4 s after its last beat.
 ENV = {"DGX_HEARTBEAT_S": "0.5", "DGX_GRACE_S": "4", "OMP_NUM_THREADS": "1"}
-TIMEOUT_S = 300  # per wait; an idle 2-core machine needs a tenth of it
+# Per wait, a hang guard only: an idle 2-core machine needs ~30 s, one loaded by other jobs several times that
+# (300 s could be reached at load 8-12).
+TIMEOUT_S = HANG_S
 
 
 def _queue(tmp_path: Path, url: str, name: str):
     """Create the study and queue the grid (what `dgx sweep --workers 0` does); returns the base config."""
-    from dgx.sweep.plan import resolve_config
-    from dgx.sweep.study import SweepPlan, prepare_sweep
+    from dgx.resolve import resolve_config
+    from dgx.spec import TrainRequest
+    from dgx.sweep.plan import SweepPlan
+    from dgx.sweep.study import prepare_sweep
 
     opts = [f"{k}={v}" for k, v in {**TINY_DATA, "n_train": str(N_TRAIN)}.items()]
-    cfg, budget = resolve_config("erm", None, "decoy-cxr", opts, str(_budget(tmp_path, GRID_12, 1, EPOCHS)),
-                                 model=MODEL, weights=None, image_size=None, epochs=None, batch_size=16,
-                                 actdiff_layers="all")
+    cfg, budget = resolve_config(TrainRequest(method="erm", mask=None, data="decoy-cxr", data_opts=tuple(opts or ()), budget=str(_budget(tmp_path, GRID_12, 1, EPOCHS)), model=MODEL))
     prepare_sweep(SweepPlan(base=cfg, budget=budget, study=name, storage=url, seeds=1))
     return cfg
 
@@ -346,10 +348,11 @@ def test_a_retry_does_not_change_which_tied_point_is_best(tmp_path):
     from dgx.sweep import queue
     from dgx.sweep.study import _best_params
 
-    def objective(trial):
+    def objective(trials):
+        (trial,) = trials
         lr = trial.suggest_categorical("lr", [0.1, 0.2])
         trial.set_user_attr("run_id", f"run-{lr}")  # what dgx records: a hash of the config
-        return 1.0  # both points tie
+        return [1.0]  # both points tie
 
     def run(kill_first: bool, path) -> dict:
         storage = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
@@ -361,9 +364,9 @@ def test_a_retry_does_not_change_which_tied_point_is_best(tmp_path):
             queue.reap(study, grace_s=10)
             queue.enqueue_missing(study, [{"lr": 0.1}, {"lr": 0.2}])
         else:
-            queue.run_trial(study, first, objective, 0.1, ())
+            queue.run_trials(study, [first], objective, 0.1, ())
         while (t := queue.claim(study)) is not None:
-            queue.run_trial(study, t, objective, 0.1, ())
+            queue.run_trials(study, [t], objective, 0.1, ())
         return _best_params(study)
 
     assert run(False, tmp_path / "a.journal") == run(True, tmp_path / "b.journal") == {"lr": 0.1}

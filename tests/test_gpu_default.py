@@ -50,13 +50,13 @@ def test_the_device_flags_decide_before_torch_is_asked(cuda):
 
 
 def test_the_gpu_budget_is_resnet50_from_scratch_at_128px():
-    from dgx.sweep.plan import resolve_config
-    from dgx.sweep.space import load_budget
+    from dgx.resolve import resolve_config
+    from dgx.spec import TrainRequest
+    from dgx.space import load_budget
 
     budget = load_budget("gpu")
     assert "CUDA" in budget.description and "resnet50" in budget.description
-    cfg, _ = resolve_config("rrr", "periphery", "decoy-cxr", None, "gpu", model=None, weights=None, image_size=None,
-                            epochs=None, batch_size=16, actdiff_layers="all")
+    cfg, _ = resolve_config(TrainRequest(method="rrr", mask="periphery", data="decoy-cxr", budget="gpu"))
     assert (cfg.model, cfg.weights, cfg.image_size, cfg.num_epochs) == ("resnet50", "none", 128, 20)
     # λ sized for resnet50 at 128 px (sweeps/grids/gpu.yaml), far below quick's resnet18-w16 values
     quick = load_budget("quick")
@@ -72,32 +72,33 @@ def test_the_gpu_budget_is_resnet50_from_scratch_at_128px():
     (True, ["--device", "cpu"], "quick", False),
 ])
 def test_the_sweep_announces_the_gpu_default(cuda, monkeypatch, available, args, budget, announced):
-    import dgx.sweep.plan
+    import dgx.sweep.command
 
     cuda(available)
     seen = {}
 
-    def fake_sweep(**options):  # the sweep's plan and header come after the budget is resolved
-        seen.update(options)
+    def fake_sweep(req):  # the sweep's plan and header come after the budget is resolved
+        seen["req"] = req
         return "table"
 
-    monkeypatch.setattr(dgx.sweep.plan, "sweep", fake_sweep)
+    monkeypatch.setattr(dgx.sweep.command, "sweep", fake_sweep)
     result = CliRunner().invoke(app, ["sweep", "rrr", "--mask", "periphery", *args])
     assert result.exit_code == 0, result.output
-    assert seen["budget"] == budget
+    assert seen["req"].train.budget == budget
     note = "CUDA available, no --budget named; --budget quick for the CPU default"
-    assert (seen["budget_note"] == note) is announced, seen
+    assert (seen["req"].budget_note == note) is announced, seen
 
 
 def test_the_header_announces_the_chosen_budget(tmp_path):
     from types import SimpleNamespace
 
-    from dgx.sweep.plan import _header, resolve_config
-    from dgx.sweep.study import SweepPlan
+    from dgx.resolve import resolve_config
+    from dgx.spec import TrainRequest
+    from dgx.sweep.command import _header
+    from dgx.sweep.plan import SweepPlan
     from tests.helpers import tiny_config, tiny_data
 
-    cfg, budget = resolve_config("rrr", "periphery", "decoy-cxr", None, "quick", model=None, weights=None,
-                                 image_size=None, epochs=None, batch_size=16, actdiff_layers="all")
+    cfg, budget = resolve_config(TrainRequest(method="rrr", mask="periphery", data="decoy-cxr", budget="quick"))
     plan = SweepPlan(base=cfg, budget=budget, study="s", storage="sqlite://", pack=4)
     settings = SimpleNamespace(resolved_wandb_mode=lambda: "offline")
     spec = SimpleNamespace(parallel=False)
@@ -109,12 +110,12 @@ def test_the_header_announces_the_chosen_budget(tmp_path):
 
 
 def test_sweep_pack_reaches_the_sweep(cuda, monkeypatch):
-    import dgx.sweep.plan
+    import dgx.sweep.command
 
     cuda(False)
     seen = {}
-    monkeypatch.setattr(dgx.sweep.plan, "sweep", lambda **options: seen.update(options) or "table")
+    monkeypatch.setattr(dgx.sweep.command, "sweep", lambda req: seen.update(req=req) or "table")
     assert CliRunner().invoke(app, ["sweep", "rrr", "--mask", "periphery", "--pack", "3"]).exit_code == 0
-    assert seen["pack"] == 3
+    assert seen["req"].pack == 3
     assert CliRunner().invoke(app, ["sweep", "rrr", "--mask", "periphery"]).exit_code == 0
-    assert seen["pack"] == 1
+    assert seen["req"].pack == 1

@@ -10,7 +10,7 @@ from dgx.errors import DgxError
 from dgx.masks import periphery_mask
 from dgx.masks.gaze import gaze_heatmap, gaze_mask
 from dgx.prep import lungseg
-from dgx.prep.cache import GAZE_SIGMA, build_cache, load_cache, lung_template, read_index
+from dgx.prep.cache_builder import GAZE_SIGMA, build_cache, load_cache, lung_template, read_index
 from dgx.prep.manifest import read_manifest
 from tests.test_cache import siim  # noqa: F401  (fixture: 8 DICOMs, 4 positives, with manifests)
 
@@ -161,8 +161,9 @@ def test_gaze_mask_kind(siim, tmp_path):  # noqa: F811
 def test_train_with_gaze_mask_and_clear_error_without(siim, tmp_path):  # noqa: F811
     from dgx.data.loader import batches
     from dgx.data.real import load_real
-    from dgx.sweep.plan import load_data
-    from dgx.train import TrainConfig, train
+    from dgx.resolve import load_data
+    from dgx.spec import TrainConfig
+    from dgx.train import train
 
     root, rle, manifests = siim
     data = tmp_path / "data"

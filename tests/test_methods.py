@@ -186,7 +186,7 @@ def test_actdiff_penalty_uses_pre_activation_outputs(layers):
     model = tiny_resnet().eval()
     x, y, m = batch()
     torch.manual_seed(5)
-    parts = build_method("actdiff", lam=1.0, actdiff_layers=layers).loss(model, x, y, m)
+    parts = build_method("actdiff", lam=1.0, options={"layers": layers}).loss(model, x, y, m)
     torch.manual_seed(5)
     x_masked = shuffle_background(x, m)  # every row of batch() has background: the very shuffle loss() drew
     pre, post = _capture_pre_and_post(model, torch.cat([x, x_masked]))
@@ -266,8 +266,8 @@ def test_registry_and_bad_arguments():
         build_method("rrr", lam=-1.0)
     with pytest.raises(DgxError, match="non-negative"):
         build_method("rrr", lam=float("nan"))
-    with pytest.raises(DgxError, match="layer set"):
-        build_method("actdiff", lam=1.0, actdiff_layers="middle")
+    with pytest.raises(DgxError, match="layers must be one of all, last"):
+        build_method("actdiff", lam=1.0, options={"layers": "middle"})
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -277,13 +277,15 @@ def test_every_registered_method_keeps_the_contract(name):
 
     from dgx.methods import display_name, method_class, paper_epochs, uses_mask
     from dgx.profiles import PROFILES
-    from dgx.train import TrainConfig
+    from dgx.spec import TrainConfig
 
     cls = method_class(name)
     assert cls.name == name and display_name(name) == cls.display_name != ""
     assert isinstance(uses_mask(name), bool) and paper_epochs(name) > 0
-    assert set(cls.config_fields()) <= {f.name for f in dataclasses.fields(TrainConfig)}
-    assert dataclasses.is_dataclass(cls.Options) and cls.options(TrainConfig(method=name)) == cls.Options()
+    # Its options are strings with defaults, stored in configs as METHOD_KEY (dgx/spec.py)
+    assert dataclasses.is_dataclass(cls.Options) and TrainConfig(method=name).options() == cls.Options()
+    for field in dataclasses.fields(cls.Options):
+        assert isinstance(field.default, str) and f"{name}_{field.name}" in TrainConfig(method=name).to_dict()
     model = tiny_resnet().train()
     x, y, m = batch(size=64)
     for profile in PROFILES.values():

@@ -1,4 +1,4 @@
-"""Packed trials (dgx/pack.py, dgx.train.train_packed): K trainings as one wide network.
+"""Packed trials (dgx/pack.py, dgx.train.train_runs): K trainings as one wide network.
 
 Each member's numbers must equal that member trained alone: one step checked to float64 precision
 (losses, every parameter gradient, the running statistics), the Adam arithmetic against torch's own,
@@ -21,7 +21,7 @@ from dgx.methods import build_method
 from dgx.models import build_model
 from dgx.pack import PackedAdam, check_packable, member_state, pack_models, slice_member
 from dgx.profiles import get_profile
-from dgx.train import train, train_packed
+from dgx.train import train, train_runs
 from tests.helpers import tiny_config, tiny_data
 
 METHODS = [("erm", 0.0), ("rrr", 0.3), ("gradmask", 1e-3), ("actdiff", 1e-2)]
@@ -67,7 +67,7 @@ def test_one_packed_step_equals_each_member_alone(float64, method, lam):
         for name in alone:
             assert float(parts[name][k].detach()) == pytest.approx(float(alone[name].detach()), rel=1e-6, abs=1e-9), (k, name)
         for name, p in model.named_parameters():
-            got = slice_member(wide[name].grad, k, 3, p.shape)
+            got = slice_member(wide[name].grad, k, p.shape)
             torch.testing.assert_close(got, p.grad, rtol=1e-5, atol=1e-6 * float(p.grad.abs().max()) + 1e-12,
                                        msg=f"member {k} gradient of {name}")
         for name, t in member_state(packed, k, model).items():  # running statistics after the step
@@ -93,7 +93,7 @@ def test_packed_adam_equals_torch_adam_per_member(float64):
     lrs, wds = [1e-3, 3e-4, 1e-2], [0.0, 1e-2, 1.0]
     opt = PackedAdam(params, k)
     opt.lr, opt.wd = torch.tensor(lrs), torch.tensor(wds)
-    alone = [[torch.nn.Parameter(slice_member(p.detach(), i, k, _member_shape(p, k)).clone()) for p in params]
+    alone = [[torch.nn.Parameter(slice_member(p.detach(), i, _member_shape(p, k)).clone()) for p in params]
              for i in range(k)]
     torch_opts = [torch.optim.Adam(ps, lr=lr, weight_decay=wd) for ps, lr, wd in zip(alone, lrs, wds)]
     for _ in range(5):
@@ -103,11 +103,11 @@ def test_packed_adam_equals_torch_adam_per_member(float64):
         opt.step()
         for i, (ps, o) in enumerate(zip(alone, torch_opts)):
             for p, g, w in zip(ps, grads, params):
-                p.grad = slice_member(g, i, k, p.shape).clone()
+                p.grad = slice_member(g, i, p.shape).clone()
             o.step()
     for i, (ps, o) in enumerate(zip(alone, torch_opts)):
         for p, w in zip(ps, params):
-            torch.testing.assert_close(slice_member(w.detach(), i, k, p.shape), p.detach(), rtol=1e-12, atol=1e-14)
+            torch.testing.assert_close(slice_member(w.detach(), i, p.shape), p.detach(), rtol=1e-12, atol=1e-14)
         # the member's state in torch's own format loads into a torch Adam and equals it
         mine = opt.member_state(i, o)
         ref = o.state_dict()
@@ -170,7 +170,7 @@ def test_packed_training_equals_each_trial_trained_alone(tmp_path, float64, meth
     dirs_a = [tmp_path / "alone" / str(i) for i in range(len(cfgs))]
     dirs_p = [tmp_path / "packed" / str(i) for i in range(len(cfgs))]
     alone = [train(c, data, d, device="cpu", progress=False) for c, d in zip(cfgs, dirs_a)]
-    packed = train_packed(cfgs, data, dirs_p, device="cpu", progress=False)
+    packed = train_runs(cfgs, data, dirs_p, device="cpu", progress=False)
     _assert_same(alone, packed, dirs_a, dirs_p)
 
 
@@ -185,7 +185,7 @@ def test_a_stopped_member_leaves_the_pack_and_the_rest_finish_as_alone(tmp_path,
             raise RuntimeError("pruned")  # as a pruner stops a trial
 
     dirs_p = [tmp_path / "packed" / str(i) for i in range(3)]
-    out = train_packed(cfgs, data, dirs_p, device="cpu", progress=False, on_epoch=on_epoch)
+    out = train_runs(cfgs, data, dirs_p, device="cpu", progress=False, on_epoch=on_epoch)
     assert isinstance(out[1], RuntimeError) and not (dirs_p[1] / runs.RESULT).exists()
     assert sorted(seen) == [(0, 1), (0, 2), (1, 1), (2, 1), (2, 2)]
     dirs_a = [tmp_path / "alone" / str(i) for i in (0, 2)]
@@ -205,11 +205,11 @@ def test_an_interrupted_pack_resumes_packed_or_alone(tmp_path, float64):
 
     dirs_p = [tmp_path / "packed" / str(i) for i in range(3)]
     with pytest.raises(KeyboardInterrupt):
-        train_packed(cfgs, data, dirs_p, device="cpu", progress=False, on_epoch=stop)
+        train_runs(cfgs, data, dirs_p, device="cpu", progress=False, on_epoch=stop)
     assert all((d / runs.LAST).exists() and not (d / runs.RESULT).exists() for d in dirs_p)
     resumed_alone = train(cfgs[0], data, dirs_p[0], device="cpu", progress=False)  # a packed folder resumes alone
     assert resumed_alone.resumed_from == 1
-    rest = train_packed(cfgs, data, dirs_p, device="cpu", progress=False)  # and the others packed
+    rest = train_runs(cfgs, data, dirs_p, device="cpu", progress=False)  # and the others packed
     assert rest[0].val_auroc == resumed_alone.val_auroc  # finished: read back, not retrained
     assert [r.resumed_from for r in rest[1:]] == [1, 1]
     _assert_same(alone, rest, dirs_a, dirs_p)

@@ -14,8 +14,10 @@ from dgx import runs
 from dgx.config import get_settings
 from dgx.errors import DgxError
 from dgx.sweep import queue
-from dgx.sweep.plan import resolve_config
-from dgx.sweep.study import SweepPlan, check_pack, prepare_sweep, work
+from dgx.resolve import resolve_config
+from dgx.spec import TrainRequest
+from dgx.sweep.plan import SweepPlan
+from dgx.sweep.study import check_pack, prepare_sweep, work
 from tests.helpers import TINY_DATA, tiny_data
 from tests.wandb_files import offline_runs
 
@@ -30,8 +32,7 @@ def _plan(tmp_path, name: str, pack: int, url: str) -> SweepPlan:
                                                 "epochs": 1}}))
     opts = [f"{k}={v}" for k, v in {**TINY_DATA, "n_train": "48", "n_val": "32", "n_test": "32",
                                     "n_target": "16"}.items()]
-    cfg, plan_budget = resolve_config("erm", None, "decoy-cxr", opts, str(budget), model=None, weights=None,
-                                      image_size=None, epochs=None, batch_size=16, actdiff_layers="all")
+    cfg, plan_budget = resolve_config(TrainRequest(method="erm", mask=None, data="decoy-cxr", data_opts=tuple(opts or ()), budget=str(budget)))
     return SweepPlan(base=cfg, budget=plan_budget, study=name, storage=url, seeds=1, device="cpu", pack=pack)
 
 

@@ -11,7 +11,6 @@ import json
 from pathlib import PurePosixPath
 
 import numpy as np
-import optuna
 import pandas as pd
 from typer.testing import CliRunner
 

@@ -28,17 +28,16 @@ def _bench():
 
 
 def _plan(tmp_path: Path):
-    from dgx.sweep.plan import resolve_config
-    from dgx.sweep.study import SweepPlan
+    from dgx.resolve import resolve_config
+    from dgx.spec import TrainRequest
+    from dgx.sweep.plan import SweepPlan
 
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(GRID_6))
     budget = tmp_path / "budget.yaml"
     budget.write_text(yaml.safe_dump({"description": "test", "grid": str(tmp_path / "grid.yaml"), "seeds": 1,
                                       "train": {"model": "resnet18-w16", "weights": "none", "image_size": 32,
                                                 "epochs": EPOCHS}}))
-    cfg, plan_budget = resolve_config("erm", None, "decoy-cxr", [f"{k}={v}" for k, v in TINY_DATA.items()],
-                                      str(budget), model=None, weights=None, image_size=None, epochs=None,
-                                      batch_size=16, actdiff_layers="all")
+    cfg, plan_budget = resolve_config(TrainRequest(method="erm", mask=None, data="decoy-cxr", data_opts=tuple([f"{k}={v}" for k, v in TINY_DATA.items()] or ()), budget=str(budget)))
     return SweepPlan(base=cfg, budget=plan_budget, study="replay-erm", storage="", seeds=1)
 
 
@@ -47,7 +46,7 @@ def test_replay_prunes_the_same_trials_at_the_same_epochs_as_a_real_pruned_sweep
 
     import torch
 
-    from dgx.sweep.plan import load_data
+    from dgx.resolve import load_data
     from dgx.sweep.study import _best_params, run_sweep
 
     torch.set_num_threads(1)  # tiny models: 2 threads on a busy 2-core machine are ~50x slower, not faster

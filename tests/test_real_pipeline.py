@@ -11,7 +11,7 @@ from PIL import Image
 
 from dgx.data.real import load_real
 from dgx.errors import DgxError
-from dgx.prep.cache import build_cache
+from dgx.prep.cache_builder import build_cache
 from dgx.prep.sources import prepare_source
 from tests.test_siim import write_siim_tree
 
@@ -71,7 +71,8 @@ def prepared(tmp_path):
 
 
 def test_prepare_cache_load_train(prepared, tmp_path, caplog):
-    from dgx.train import TrainConfig, train
+    from dgx.spec import TrainConfig
+    from dgx.train import train
 
     data = prepared["data"]
     # chexpert manifests exist but are not cached yet: those targets are skipped with a warning.

@@ -294,7 +294,7 @@ def test_a_headroom_too_small_to_mean_anything_is_not_shared_out(db):
 
 
 def test_headroom_rule():
-    from dgx.report.tables import headroom_is_real
+    from dgx.report.headline import headroom_is_real
 
     assert headroom_is_real(0.30, 0.05) and not headroom_is_real(0.04, 0.01)  # below 5 points
     assert not headroom_is_real(0.08, 0.10)  # its CI reaches 0

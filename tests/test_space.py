@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dgx.errors import DgxError
-from dgx.sweep.space import load_budget
+from dgx.space import load_budget
 
 
 def write_budget(tmp_path, grid: str) -> str:

@@ -10,15 +10,17 @@ from typer.testing import CliRunner
 
 from dgx.cli import app
 from dgx.runs import OVERRIDDEN
-from dgx.sweep.plan import overrides, resolve_config, study_name
+from dgx.resolve import resolve_config
+from dgx.spec import TrainRequest
+from dgx.sweep.plan import overrides, study_name
 from tests.test_report import add_run, scores
 
 
 def _cfg(**flags):
-    options = dict(model=None, weights=None, image_size=None, epochs=None, batch_size=16, actdiff_layers="all")
+    options = dict(model=None, weights=None, image_size=None, epochs=None, batch_size=16)
     data_opt = flags.pop("data_opt", None)
     options.update(flags)
-    return resolve_config("rrr", "periphery", "decoy-cxr", data_opt, "quick", **options)
+    return resolve_config(TrainRequest(method="rrr", mask="periphery", data="decoy-cxr", data_opts=tuple(data_opt or ()), budget="quick", **options))
 
 
 def test_a_flag_that_changes_a_setting_tags_the_study():

@@ -7,7 +7,7 @@ import torch
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-import dgx.sweep.study as study_mod
+import dgx.sweep.trial as trial_mod
 from dgx.cli import app
 from tests.helpers import named_study, cli_data_args
 
@@ -44,19 +44,19 @@ def test_non_finite_loss_fails_that_trial_and_the_study_continues(tmp_path, monk
 
 def test_ctrl_c_then_rerun_resumes_the_interrupted_trial(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    real_train = study_mod.train
+    real_train = trial_mod.train_runs
     calls = []
 
-    def interrupted_train(cfg, data, run_dir, *, on_epoch=None, **kw):
-        def stop_after_first_epoch(epoch, stats):
-            on_epoch(epoch, stats)
+    def interrupted_train(cfgs, data, run_dirs, *, on_epoch=None, **kw):
+        def stop_after_first_epoch(i, epoch, stats):
+            on_epoch(i, epoch, stats)
             if not calls:
                 calls.append(epoch)
                 raise KeyboardInterrupt
 
-        return real_train(cfg, data, run_dir, on_epoch=stop_after_first_epoch, **kw)
+        return real_train(cfgs, data, run_dirs, on_epoch=stop_after_first_epoch, **kw)
 
-    monkeypatch.setattr(study_mod, "train", interrupted_train)
+    monkeypatch.setattr(trial_mod, "train_runs", interrupted_train)
     first = runner.invoke(app, sweep_args(url))
     assert first.exit_code == 130 and "rerun the same command to resume" in first.output
     study = named_study(url, "rrr-periphery-decoy-cxr-quick")
@@ -64,7 +64,7 @@ def test_ctrl_c_then_rerun_resumes_the_interrupted_trial(tmp_path, monkeypatch):
     assert sum(t.state == TrialState.WAITING for t in study.trials) == 1  # the quick RRR grid has 2 points
     assert cut.state == TrialState.FAIL and "fail_reason" not in cut.user_attrs  # storage left consistent
 
-    monkeypatch.setattr(study_mod, "train", real_train)
+    monkeypatch.setattr(trial_mod, "train_runs", real_train)
     again = runner.invoke(app, sweep_args(url))
     assert again.exit_code == 0, again.output
     trials = optuna.load_study(study_name=study.study_name, storage=url).trials

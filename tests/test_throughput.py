@@ -146,14 +146,13 @@ def test_the_table_module_needs_no_torch():
 def test_reproduce_pack_reaches_every_sweep_plan():
     import dataclasses
 
+    from dgx.spec import ReproduceRequest
     from dgx.sweep import SweepPlan
     from dgx.sweep.paper import paper_specs, plan_specs
 
     if "pack" not in {f.name for f in dataclasses.fields(SweepPlan)}:
         pytest.skip("this SweepPlan has no pack field")
-    overrides = dict(data=None, data_opt=None, budget=None, trials=None, seeds=None, epochs=None, model=None,
-                     weights=None, image_size=None, profile=None, device="auto")
-    plans, _ = plan_specs([paper_specs()["table1"]], "sqlite:///x.db", **overrides, pack=4)
+    plans, _ = plan_specs([paper_specs()["table1"]], "sqlite:///x.db", ReproduceRequest("table1", pack=4))
     assert [p.pack for p in plans["table1"]] == [4, 4, 4]
-    plans, _ = plan_specs([paper_specs()["table1"]], "sqlite:///x.db", **overrides)
+    plans, _ = plan_specs([paper_specs()["table1"]], "sqlite:///x.db", ReproduceRequest("table1"))
     assert [p.pack for p in plans["table1"]] == [1, 1, 1]

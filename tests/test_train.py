@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from dgx.data import load_dataset
-from dgx.train import NonFiniteLossError, TrainConfig, train
+from dgx.spec import TrainConfig
+from dgx.train import NonFiniteLossError, train
 from tests.helpers import tiny_config, tiny_data
 
 

@@ -10,7 +10,8 @@ import torchvision
 
 from dgx.errors import DgxError
 from dgx.models import build_model, resolve_weights
-from dgx.sweep.plan import resolve_config
+from dgx.resolve import resolve_config
+from dgx.spec import TrainRequest
 
 
 def test_imagenet_means_v1_and_tags_are_checked():
@@ -24,10 +25,10 @@ def test_imagenet_means_v1_and_tags_are_checked():
 
 
 def test_the_paper_budget_records_v1_in_the_config_and_run_id():
-    kw = dict(model=None, image_size=None, epochs=None, batch_size=16, actdiff_layers="all")
-    paper, _ = resolve_config("rrr", "periphery", "decoy-cxr", None, "paper", weights=None, **kw)
+    kw = dict(model=None, image_size=None, epochs=None, batch_size=16)
+    paper, _ = resolve_config(TrainRequest(method="rrr", mask="periphery", data="decoy-cxr", budget="paper", **kw))
     assert paper.weights == "imagenet:IMAGENET1K_V1" and paper.model == "resnet50"
-    v2, _ = resolve_config("rrr", "periphery", "decoy-cxr", None, "paper", weights="imagenet:IMAGENET1K_V2", **kw)
+    v2, _ = resolve_config(TrainRequest(method="rrr", mask="periphery", data="decoy-cxr", budget="paper", weights="imagenet:IMAGENET1K_V2", **kw))
     assert paper.run_id() != v2.run_id()  # another checkpoint is another run
 
 

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from dgx.cli import app
 from dgx.sweep import queue
-from tests.helpers import TINY_DATA, cli_data_args
+from tests.helpers import HANG_S, TINY_DATA, cli_data_args
 from tests.test_storage import _postgres_or_skip
 
 GRID_12 = {"lr": [1e-4, 3e-4, 1e-3, 3e-3], "wd": [0.0, 1e-4, 1e-3]}  # ERM: 12 points
@@ -43,13 +43,13 @@ def _budget(tmp_path: Path, grid: dict, seeds: int, epochs: int) -> Path:
 def _prepare(tmp_path: Path, url: str, name: str, grid: dict, *, epochs: int, seeds: int = 1,
              n_train: int = 384) -> None:
     """Create a sweep's study and queue in-process (what `dgx sweep` does before starting workers)."""
-    from dgx.sweep.plan import resolve_config
-    from dgx.sweep.study import SweepPlan, prepare_sweep
+    from dgx.resolve import resolve_config
+    from dgx.spec import TrainRequest
+    from dgx.sweep.plan import SweepPlan
+    from dgx.sweep.study import prepare_sweep
 
     opts = [f"{k}={v}" for k, v in {**TINY_DATA, "n_train": str(n_train)}.items()]
-    cfg, budget = resolve_config("erm", None, "decoy-cxr", opts, str(_budget(tmp_path, grid, seeds, epochs)),
-                                 model=None, weights=None, image_size=None, epochs=None, batch_size=16,
-                                 actdiff_layers="all")
+    cfg, budget = resolve_config(TrainRequest(method="erm", mask=None, data="decoy-cxr", data_opts=tuple(opts or ()), budget=str(_budget(tmp_path, grid, seeds, epochs))))
     prepare_sweep(SweepPlan(base=cfg, budget=budget, study=name, storage=url, seeds=seeds))
 
 
@@ -98,8 +98,8 @@ def test_three_workers_train_each_point_exactly_once(kind, tmp_path):
     try:
         sweep = _dgx(*args, env={"DGX_HEARTBEAT_S": "1", "DGX_GRACE_S": "30"})
         # A second coordinator racing the first: re-enqueue 4 points that are still waiting.
-        deadline, dupes = time.time() + 120, 0
-        while time.time() < deadline and not dupes:
+        deadline, dupes = time.time() + HANG_S, 0  # until the sweep is done (then dupes == 4 fails) or hangs
+        while time.time() < deadline and sweep.poll() is None and not dupes:
             try:
                 study = _load(name, url)
             except KeyError:
@@ -111,7 +111,7 @@ def test_three_workers_train_each_point_exactly_once(kind, tmp_path):
                     study.enqueue_trial(dict(t.system_attrs["fixed_params"]))
                 dupes = 4
             time.sleep(0.2)
-        out, _ = sweep.communicate(timeout=900)
+        out, _ = sweep.communicate(timeout=HANG_S)
         assert sweep.returncode == 0, out
         assert dupes == 4
         search = _load(name, url).trials
@@ -162,12 +162,12 @@ def test_sigkilled_worker_trial_is_retried_and_resumes(tmp_path):
     a = _dgx("worker", "--storage", url, "--no-progress", "--threads", "1", env=env)
     b_ = _dgx("worker", "--storage", url, "--no-progress", "--threads", "1", env=env)
     procs = {a.pid: a, b_.pid: b_}
-    victim_trial = _wait_for(lambda: _running_with_epoch(url, name), 300, "a trial past its first epoch")
+    victim_trial = _wait_for(lambda: _running_with_epoch(url, name), HANG_S, "a trial past its first epoch")
     victim_pid = int(victim_trial.user_attrs["worker"].rsplit(":", 1)[1])
     procs[victim_pid].send_signal(signal.SIGKILL)
     procs[victim_pid].wait()
     survivor = next(p for pid, p in procs.items() if pid != victim_pid)
-    out, _ = survivor.communicate(timeout=600)
+    out, _ = survivor.communicate(timeout=HANG_S)
     assert survivor.returncode == 0, out
     assert "no heartbeat" in out
     search = _load(name, url).trials
@@ -191,14 +191,14 @@ def test_ctrl_c_or_sigterm_stops_a_worker_and_a_rerun_resumes(tmp_path, sig, cod
     url, name = _storage("journal", tmp_path), "ctrlc"
     _prepare(tmp_path, url, name, {"lr": [1e-3], "wd": [0.0]}, epochs=3)
     w = _dgx("worker", "--storage", url, "--study", name, "--no-progress", "--threads", "1")
-    _wait_for(lambda: _running_with_epoch(url, name), 300, "a trial past its first epoch")
+    _wait_for(lambda: _running_with_epoch(url, name), HANG_S, "a trial past its first epoch")
     w.send_signal(sig)
-    out, _ = w.communicate(timeout=120)
+    out, _ = w.communicate(timeout=HANG_S)
     assert w.returncode == code and said in out, out
     (cut,) = _load(name, url).trials
     assert cut.state == TrialState.FAIL and "fail_reason" not in cut.user_attrs  # retryable, storage consistent
     again = _dgx("worker", "--storage", url, "--study", name, "--no-progress", "--threads", "1")
-    out, _ = again.communicate(timeout=600)
+    out, _ = again.communicate(timeout=HANG_S)
     assert again.returncode == 0, out
     trials = _load(name, url).trials
     (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == cut.number]
@@ -253,7 +253,7 @@ def test_queue_deduplicates_and_reaps_in_process(tmp_path):
     assert queue.enqueue_missing(study, [p]) == 1
     retry = queue.claim(study)
     assert retry.user_attrs["retry_of"] == first.number and queue.duplicate_of(study, retry) is None
-    queue.run_trial(study, retry, lambda t: 0.5, heartbeat_s=0.1, final_errors=())
+    queue.run_trials(study, [retry], lambda ts: [0.5], heartbeat_s=0.1, final_errors=())
     states = [t.state for t in study.trials]
     assert states == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE]
     assert queue.enqueue_missing(study, [p]) == 0  # done: nothing to retry
@@ -295,13 +295,12 @@ def test_duplicate_enqueued_after_the_last_claim_is_closed_when_the_work_is_done
     queue.enqueue_missing(study, [p, q])
     study.enqueue_trial({"lr": 0.3})  # queued, but no grid point of this sweep: not a duplicate
 
-    def objective(trial):
-        if trial.number == 1:  # the last grid point: nothing but the 0.3 trial is waiting now
+    def objective(trials):
+        if trials[0].number == 1:  # the last grid point: nothing but the 0.3 trial is waiting now
             study.enqueue_trial(p)
-        return 0.5
+        return [0.5]
 
-    _drain(study, objective, None, Timing(heartbeat_s=0.1, grace_s=60, poll_s=0.01), lambda done: None,
-           points=[p, q])
+    _drain(study, objective, Timing(heartbeat_s=0.1, grace_s=60, poll_s=0.01), lambda done: None, points=[p, q])
     states = [t.state for t in study.trials]
     assert states[:2] == [TrialState.COMPLETE, TrialState.COMPLETE]
     assert states[3] == TrialState.FAIL and study.trials[3].user_attrs["duplicate_of"] == 0

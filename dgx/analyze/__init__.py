@@ -15,7 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dgx.config import get_settings
+from dgx.data.lungs import load_lung_atlas, load_lung_boxes, place_lungs
 from dgx.errors import DgxError
+from dgx.masks.gaze import gaze_heatmaps, load_gaze
+from dgx.masks.rle import abnormality_mask, any_pool, load_rle_table
 
 SPLITS_FILE = "cxr_p_splits.csv"
 GAZE_FILE = "cxr_p_gaze.csv.gz"
@@ -24,8 +28,6 @@ SOURCE_SPLITS = ("train", "val")  # CXR-P train+val: the paper's "training split
 
 def default_reference_dir() -> Path | None:
     """``$DGX_REFERENCE_DIR`` if set, else None (the data are user-supplied)."""
-    from dgx.config import get_settings
-
     env = get_settings().reference_dir
     return Path(env) if env else None
 
@@ -62,8 +64,6 @@ def lung_template(size: int, cache_dir: Path | None = None) -> tuple[np.ndarray,
     over it. ``cache_dir`` caches the decoded atlas (as
     :func:`dgx.data.lungs.load_lung_atlas`).
     """
-    from dgx.data.lungs import load_lung_atlas, load_lung_boxes, place_lungs
-
     atlas = load_lung_atlas(size, cache_dir)
     boxes = load_lung_boxes(cache_dir)
     n = len(atlas)
@@ -95,9 +95,6 @@ def figure1_data(reference: Path, size: int = 128, sigma: float = 3.0, rle_path:
     The backdrop is :func:`lung_template`: the atlas masks at their measured
     positions, independent of both maps.
     """
-    from dgx.masks.gaze import gaze_heatmaps, load_gaze
-    from dgx.masks.rle import abnormality_mask, any_pool, load_rle_table
-
     reference = check_reference_dir(reference)
     splits = pd.read_csv(reference / SPLITS_FILE)
     source = splits[splits["split"].isin(SOURCE_SPLITS)]

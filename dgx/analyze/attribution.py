@@ -27,8 +27,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import optuna
+import torch
+from optuna.trial import TrialState
 
+from dgx.data import GENERATED, load_dataset
 from dgx.data.base import Bundle, Split, unconstrained
+from dgx.data.released import for_profile
+from dgx.errors import DgxError
+from dgx.models import build_model, to_input
+from dgx.plotting import pyplot, save_figure
+from dgx.profiles import get_profile
+from dgx.progress import make_progress
+from dgx.report.labels import method_label
+from dgx.report.load import open_existing_storage, report_method, study_names
 from dgx.runs import BEST, run_dir
 
 log = logging.getLogger("dgx")
@@ -36,16 +48,15 @@ log = logging.getLogger("dgx")
 REGIONS = ("abnormality", "periphery", "decoy", "elsewhere")
 
 
-def saliency(model, images: np.ndarray, device: str = "cpu", batch_size: int = 64) -> np.ndarray:
-    """float32 (N, H, W): |∂(z₁ − z₀)/∂x| summed over channels, eval mode, for uint8 images (N, H, W)."""
-    import torch
-
-    from dgx.models import to_input
-
+def saliency(model, images: np.ndarray, device: str = "cpu", batch_size: int = 64,
+             normalization: str = "imagenet") -> np.ndarray:
+    """float32 (N, H, W): |∂(z₁ − z₀)/∂x| summed over channels, eval mode, for uint8 images (N, H, W)
+    normalized as the model was trained (``normalization``, its profile's)."""
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        x = to_input(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))[:, None].to(device))
+        batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))[:, None].to(device)
+        x = to_input(batch, normalization=normalization)
         x.requires_grad_(True)
         logits = model(x)
         (grad,) = torch.autograd.grad((logits[:, 1] - logits[:, 0]).sum(), x)
@@ -90,8 +101,10 @@ class Audit:
     n_images: dict[str, int] = field(default_factory=dict)
 
 
-def audit_model(model, data: Bundle, device: str = "cpu", max_images: int | None = None) -> Audit:
-    """Region shares of ``model``'s saliency on the source test split and every target of ``data``."""
+def audit_model(model, data: Bundle, device: str = "cpu", max_images: int | None = None,
+                normalization: str = "imagenet") -> Audit:
+    """Region shares of ``model``'s saliency on the source test split and every target of ``data``
+    (normalized with ``normalization``, the profile's it trained under)."""
     result = Audit()
     for domain, split in {data.source: data.test, **data.targets}.items():
         idx, masks = regions(split)
@@ -101,7 +114,7 @@ def audit_model(model, data: Bundle, device: str = "cpu", max_images: int | None
         if len(idx) == 0:
             log.warning("no annotated images in %s: no attribution shares for it", domain)
             continue
-        sal = saliency(model, np.asarray(split.images[idx]), device)
+        sal = saliency(model, np.asarray(split.images[idx]), device, normalization=normalization)
         total = float(sal.sum()) or 1.0
         result.shares[domain] = {k: float(sal[m].sum()) / total for k, m in masks.items()}
         result.area[domain] = {k: float(m.mean()) for k, m in masks.items()}
@@ -128,9 +141,6 @@ def figure(groups: dict[str, Audit], mean_image: np.ndarray, domain: str, out: P
            outline: dict[str, np.ndarray] | None = None, columns: int = 4) -> Path:
     """Mean image, then one panel of mean saliency per method (shared colour scale), on one domain,
     wrapped into rows of ``columns`` panels."""
-    from dgx.analyze.figures import save_png
-    from dgx.plotting import pyplot
-
     plt = pyplot()
     names = [g for g in groups if domain in groups[g].mean_map]
     cols = min(columns, len(names) + 1)
@@ -160,7 +170,7 @@ def figure(groups: dict[str, Audit], mean_image: np.ndarray, domain: str, out: P
         fig.colorbar(im, ax=list(axes), shrink=0.6, label="mean saliency (share of the image's mass per pixel)")
     fig.suptitle("Where each method looks: |∂(z₁−z₀)/∂x| averaged over images; share of saliency mass per region "
                  "(yellow: mean periphery band, blue: mean decoy box)", fontsize=9)
-    return save_png(fig, out)
+    return save_figure(fig, out)
 
 
 def ordered(groups: dict[str, Audit]) -> dict[str, Audit]:
@@ -185,16 +195,9 @@ def study_runs(storage: str, study_prefix: tuple[str, ...] | None, phase: str | 
                check: Callable[[list[RunRef]], None] | None = None) -> list[RunRef]:
     """Every COMPLETE dgx trial of the chosen studies and phase whose checkpoint is on disk; ``check(refs)``
     runs before the warning about trials without one (a bad flag stays one error line)."""
-    import optuna
-    from optuna.trial import TrialState
-
-    from dgx.errors import DgxError
-    from dgx.report.load import _open, _study_names, report_method
-    from dgx.report.tables import method_label
-
-    store, label = _open(storage)
+    store, label = open_existing_storage(storage)
     refs, missing = [], 0
-    for name in _study_names(store, label, study_prefix):
+    for name in study_names(store, label, study_prefix):
         study = optuna.load_study(study_name=name, storage=store)
         for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             attrs = trial.user_attrs
@@ -221,12 +224,6 @@ def study_runs(storage: str, study_prefix: tuple[str, ...] | None, phase: str | 
 def audit_runs(refs: list[RunRef], data_dir: Path, device: str = "cpu",
                max_images: int | None = None, progress: bool = True) -> tuple[dict[str, Audit], dict[str, Bundle]]:
     """Per method label: the mean audit over its runs; plus the bundle each label was evaluated on."""
-    import torch
-
-    from dgx.data import GENERATED, load_dataset
-    from dgx.models import build_model
-    from dgx.progress import make_progress
-
     bundles: dict[tuple, Bundle] = {}
     per_label: dict[str, list[Audit]] = {}
     data_of: dict[str, Bundle] = {}
@@ -235,13 +232,18 @@ def audit_runs(refs: list[RunRef], data_dir: Path, device: str = "cpu",
         task = bar.add_task("attribution audit", total=len(refs), status="")
         for ref in refs:
             cfg = ref.config
+            profile = get_profile(str(cfg.get("profile", "paper")))  # its images decoded as it trained on them
             key = (cfg["dataset"], tuple(sorted(dict(cfg.get("data_options") or {}).items())), cfg.get("image_size"),
-                   int(cfg.get("seed", 0)) if cfg["dataset"] in GENERATED else 0)  # generated data: the seed's draw
+                   int(cfg.get("seed", 0)) if cfg["dataset"] in GENERATED else 0,  # generated data: the seed's draw
+                   profile.name, *((int(cfg.get("seed", 0)), str(cfg.get("mask", "none"))) if profile.name != "paper"
+                                   else (0, "none")))  # paper: for_profile changes nothing, one bundle serves all
             if key not in bundles:
-                bundles[key] = load_dataset(key[0], dict(key[1]), key[2], data_dir, key[3])
+                bundles[key] = for_profile(load_dataset(key[0], dict(key[1]), key[2], data_dir, key[3]), profile,
+                                           key[5], key[6])
             model = build_model(cfg["model"], "none").to(device)
             model.load_state_dict(torch.load(ref.checkpoint, map_location=device, weights_only=True))
-            per_label.setdefault(ref.label, []).append(audit_model(model, bundles[key], device, max_images))
+            per_label.setdefault(ref.label, []).append(audit_model(model, bundles[key], device, max_images,
+                                                                   profile.normalization))
             data_of.setdefault(ref.label, bundles[key])
             bar.update(task, advance=1, status=ref.label)
     return ordered({label: mean_audits(audits) for label, audits in per_label.items()}), data_of

@@ -112,6 +112,6 @@ def _enlarge(a: np.ndarray, zoom: int) -> np.ndarray:
 
 
 def _rgb(color: str) -> tuple[float, float, float]:
-    from matplotlib.colors import to_rgb
+    from matplotlib.colors import to_rgb  # matplotlib: only when drawing (its import writes ~/.config/matplotlib)
 
     return to_rgb(color)

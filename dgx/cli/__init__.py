@@ -39,8 +39,6 @@ def _raise_terminated(signum, frame) -> None:
 
 def _on_sigterm():
     """Install the SIGTERM handler (main thread only); the previous handler, or None where none was set."""
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         return None
     return signal.signal(signal.SIGTERM, _raise_terminated)
@@ -96,7 +94,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from dgx import __version__
+        from dgx import __version__  # the library loads when the command runs (dgx --help stays fast)
 
         typer.echo(f"dgx {__version__}")
         raise typer.Exit()
@@ -110,7 +108,7 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debu
                                            "terminal or in a log)."),
           version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Print dgx's version and exit.")) -> None:
-    from dgx.progress import set_progress
+    from dgx.progress import set_progress  # the library loads when the command runs (dgx --help stays fast)
 
     set_progress(not (quiet or no_progress), quiet=quiet)
     if console.is_terminal:
@@ -129,10 +127,10 @@ NOISY_LOGGERS = ("matplotlib", "PIL", "urllib3", "wandb", "numexpr", "h5py", "gi
 
 from dgx.cli import doctor as _doctor  # noqa: E402  (commands register on `app`)
 from dgx.cli import report as _report  # noqa: E402
-from dgx.cli import reproduce as _reproduce  # noqa: E402
-from dgx.cli import sweep as _sweep  # noqa: E402
-from dgx.cli import train as _train  # noqa: E402
-from dgx.cli import worker as _worker  # noqa: E402
+from dgx.cli import reproduce as _reproduce
+from dgx.cli import sweep as _sweep
+from dgx.cli import train as _train
+from dgx.cli import worker as _worker
 
 app.command("train")(_train.train)
 app.command("sweep")(_sweep.sweep)
@@ -141,9 +139,11 @@ app.command("worker")(_worker.worker)
 app.command("reproduce")(_reproduce.reproduce)
 app.command("doctor")(_doctor.doctor)
 
+import threading
+
 from dgx.cli.analyze import analyze_app  # noqa: E402
-from dgx.cli.data import data_app  # noqa: E402
-from dgx.cli.masks import masks_app  # noqa: E402
+from dgx.cli.data import data_app
+from dgx.cli.masks import masks_app
 
 app.add_typer(data_app, name="data")
 app.add_typer(analyze_app, name="analyze")

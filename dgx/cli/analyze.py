@@ -7,7 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from dgx.checks import check_choice, check_device, check_folder, check_name, check_out_file
 from dgx.config import get_settings
+from dgx.errors import DgxError
 
 analyze_app = typer.Typer(no_args_is_help=True, help="Reproduce the paper's analysis figures from reference data.")
 
@@ -29,11 +31,9 @@ def gaze(
     quantile: QuantileOpt = 0.8,
 ) -> None:
     """Figure 1: mean radiologist gaze and mean pneumothorax annotation over CXR-P train+val."""
-    from dgx.checks import check_out_file
-
     check_out_file(out, figure=True)
-    from dgx.analyze import default_reference_dir, figure1_data
-    from dgx.analyze.figures import figure1
+    from dgx.analyze import default_reference_dir, figure1_data  # pandas, scipy: only when the command runs
+    from dgx.analyze.figures import figure1  # matplotlib: only when the command runs
 
     data = figure1_data(reference or default_reference_dir(), size=size, sigma=sigma,
                         atlas_cache=get_settings().data_dir / "lung-atlas")
@@ -63,9 +63,6 @@ def attribution(
     share of |∂(z₁−z₀)/∂x| in each region, the region's share of the image area
     beside it, and writes a PNG of mean saliency per method over the mean image.
     """
-    from dgx.checks import check_choice, check_device, check_folder, check_name, check_out_file
-    from dgx.errors import DgxError
-
     settings = get_settings()
     check_choice("--phase", phase, ("seeds", "search", "all"))
     for name in study or []:
@@ -74,7 +71,7 @@ def attribution(
     check_out_file(out, figure=True)
     if runs_dir is not None:
         check_folder(runs_dir, "--runs-dir")
-    from dgx.analyze.attribution import audit_runs, audit_table, figure, study_runs
+    from dgx.analyze.attribution import audit_runs, audit_table, figure, study_runs  # torch: only when it runs
 
     def check_domain(refs) -> None:  # before minutes of saliency maps
         known = refs[0].domains

@@ -1,6 +1,7 @@
 """Options shared by the commands (typer annotations only: importing this costs no torch).
 
-Their validation and merging lives in the library (dgx/sweep/plan.py), imported inside the commands.
+A command builds its request (dgx/spec.py) from them and checks it; the library it then calls is
+imported inside the command, so `dgx --help` and a mistyped flag cost no torch.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help="imagenet (
 ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", min=16, help="Image side in pixels. Default: from the budget.")]
 EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", min=0, help="Epochs; 0 = paper's (ERM 15, others 100). Default: from the budget.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=2, help="Training batch size (paper: 16).")]
-LayersOpt = Annotated[str, typer.Option("--actdiff-layers", help="ActDiff: penalize all hooked layers or only the last (all | last).")]
+MethodOptsOpt = Annotated[Optional[list[str]], typer.Option("--method-opt", help="The method's own option KEY=VALUE, repeatable. actdiff: layers=all|last (penalize every hooked layer, the paper's, or only the last).")]
 NegativesOpt = Annotated[Optional[str], typer.Option("--negative-masks", help="Mask for images without an annotation (negatives): ones (the paper: no constraint) | lungs | periphery (dgx: constrain them to that anatomy too). Default: from the budget, else ones.")]
 SelectOpt = Annotated[str, typer.Option("--select", help="Which grid point the seeds phase retrains, from source data only: val (the paper's: best source-validation AUROC) | shuffled (best AUROC on validation images with their background outside the mask shuffled) | lam-ci (the largest λ within the best point's 95% validation CI). README: Model selection.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]

@@ -15,7 +15,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Prepare real chest X-ray data
 
 
 def parse_opts(items: list[str] | None) -> dict[str, str]:
-    from dgx.checks import parse_options
+    from dgx.checks import parse_options  # the library loads when the command runs (dgx --help stays fast)
 
     return dict(parse_options(items, "--opt", "siim_map=nih_siim.csv"))
 
@@ -44,8 +44,9 @@ def prepare(
     Sampling is seeded and deterministic; files are written atomically. A summary
     table (images, positives, ages, views) goes to stdout.
     """
-    from dgx.config import get_settings
+    from dgx.config import get_settings  # the library loads when the command runs (dgx --help stays fast)
     from dgx.prep.manifest import summary
+    # the library loads when the command runs (dgx --help stays fast)
     from dgx.prep.sources import get_source, prepare_source
     from dgx.progress import console
 
@@ -56,7 +57,7 @@ def prepare(
             raise DgxError(f"--splits is for the siim source only, not {source}; drop it")
         options["splits"] = str(splits)
     out_dir = out if out is not None else get_settings().data_dir / "manifests"
-    from dgx.checks import check_folder
+    from dgx.checks import check_folder  # the library loads when the command runs (dgx --help stays fast)
 
     check_folder(out_dir, "--out" if out is not None else "DGX_DATA_DIR")
     if splits is not None and not splits.is_file():
@@ -72,7 +73,7 @@ def prepare(
     stats = summary({key: frame for key, (_, frame) in written.items()})
     for key, row in stats.iterrows():
         table.add_row(key, f"{row.n:,}", f"{row.positives:,}", _age(row.mean_age, 2), _age(row.min_age, 0), row.views)
-    from dgx.progress import result_console
+    from dgx.progress import result_console  # the library loads when the command runs (dgx --help stays fast)
 
     result_console().print(table)
 

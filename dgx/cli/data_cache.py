@@ -35,31 +35,35 @@ def cache(
                                                  "adds the 'gaze' mask kind for positives with gaze.")] = None,
     gaze_quantile: Annotated[float, typer.Option("--gaze-quantile", min=0.0, max=0.99, help="A gaze mask keeps the "
                                                  "pixels above this quantile of the image's smoothed gaze.")] = 0.8,
+    periphery_ids: Annotated[Optional[Path], typer.Option("--periphery-ids", help="The released lung annotations' image "
+                                                          "ids (../shared/reference/lung_periphery_annotated_ids.csv): "
+                                                          "adds 'periphery_released', the periphery masks of "
+                                                          "--profile official (needed on cxr-p-full).")] = None,
 ) -> None:
     """Decode every image of the manifests once, resize, and store images + masks memory-mapped.
 
     The cache folder is named by a hash of the manifests, size and mask options:
     rerunning is instant, and a changed manifest or size builds a new one.
     """
+    # the library loads when the command runs (dgx --help stays fast)
+    from dgx.checks import check_folder
     from dgx.config import get_settings
-    from dgx.prep.cache import build_cache, read_index
+    from dgx.prep.cache_builder import build_cache, read_index
     from dgx.prep.lungseg import find_weights
     from dgx.progress import console
 
     data_dir = get_settings().data_dir
-    for flag, path, kind in (("--root", root, "folder"), ("--lung-dir", lung_dir, "folder"), ("--rle", rle, "file"),
-                             ("--gaze", gaze, "file"), *(("--manifests", m, "file") for m in manifests or [])):
-        if path is not None and not (path.is_dir() if kind == "folder" else path.is_file()):
-            raise DgxError(f"{flag} {path} is not an existing {kind}; check the path")
-    from dgx.checks import check_folder
-
+    _check_paths([("--root", root, "folder"), ("--lung-dir", lung_dir, "folder"), ("--rle", rle, "file"),
+                  ("--gaze", gaze, "file"), ("--periphery-ids", periphery_ids, "file"),
+                  *(("--manifests", m, "file") for m in manifests or [])])
     check_folder(out if out is not None else data_dir / "cache", "--out" if out is not None else "DGX_DATA_DIR")
     if not manifests:
         folder = manifest_dir if manifest_dir is not None else data_dir / "manifests"
         manifests = _under_root(sorted(Path(folder).glob("*.csv")), root, folder)
     path = build_cache(list(manifests), root, size, out if out is not None else data_dir / "cache",
                        on_error="skip" if skip_bad else "fail", lung_dir=lung_dir, rle=rle,
-                       lung_model=find_weights(lung_model), gaze=gaze, gaze_quantile=gaze_quantile)
+                       lung_model=find_weights(lung_model), gaze=gaze, gaze_quantile=gaze_quantile,
+                       periphery_ids=periphery_ids)
     index = read_index(path)
     lungs = ", ".join(f"{v} {k}" for k, v in index.get("lungs", {}).items() if v)
     console.print(f"cache {path}: {index['n']} images at {size} px, {len(index['dropped'])} dropped; "
@@ -67,12 +71,19 @@ def cache(
     typer.echo(str(path))
 
 
+def _check_paths(paths: list[tuple[str, Path | None, str]]) -> None:
+    """Each given (flag, path, "file" | "folder") exists as such."""
+    for flag, path, kind in paths:
+        if path is not None and not (path.is_dir() if kind == "folder" else path.is_file()):
+            raise DgxError(f"{flag} {path} is not an existing {kind}; check the path")
+
+
 def _under_root(found: list[Path], root: Path, folder: Path) -> list[Path]:
     """The manifests of ``folder`` whose images lie under ``root`` (each source has its own root: one cache
     call per root); says which others it left for their own call."""
-    import pandas as pd
+    import pandas as pd  # the library loads when the command runs (dgx --help stays fast)
 
-    from dgx.progress import say
+    from dgx.progress import say  # the library loads when the command runs (dgx --help stays fast)
 
     if not found:
         raise DgxError(f"no manifests in {folder}; run `dgx data prepare SOURCE` or pass --manifests FILE")

@@ -15,11 +15,12 @@ def doctor(
     device: Annotated[str, typer.Option("--device", help="Device for trainings that --fix redoes.")] = "auto",
 ) -> None:
     """Find damaged run folders, stray temporary files, orphaned folders, trials with no folder and WAITING duplicates."""
+    # the library loads when the command runs (dgx --help stays fast)
     from dgx.config import get_settings
     from dgx.doctor import retrain_trial, scan_runs, scan_storage
     from dgx.errors import DgxError
 
-    from dgx.checks import check_device
+    from dgx.checks import check_device  # the library loads when the command runs (dgx --help stays fast)
 
     settings = get_settings()
     check_device(device)  # before anything is read: --fix may train

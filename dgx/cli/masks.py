@@ -37,9 +37,11 @@ def show(
     dpi: DpiOpt = 150,
 ) -> None:
     """Figure 2: one positive training image with each of its masks highlighted, side by side."""
-    import numpy as np
+    import numpy as np  # the library loads when the command runs (dgx --help stays fast)
 
+    # the library loads when the command runs (dgx --help stays fast)
     from dgx.checks import check_folder, check_out_file, parse_options
+    # the library loads when the command runs (dgx --help stays fast)
     from dgx.data import MASK_KINDS, check_options, load_dataset
 
     settings = get_settings()
@@ -51,7 +53,7 @@ def show(
         n = round(decoy.pos_frac * decoy.n_train)
         raise DgxError(f"--index {index} is out of range: {data} train has {n} positives (0..{n - 1}); pick a "
                        "smaller --index")
-    from dgx.analyze.figures import figure2
+    from dgx.analyze.figures import figure2  # the library loads when the command runs (dgx --help stays fast)
 
     bundle = load_dataset(data, options, image_size, settings.data_dir)
     split = bundle.train

@@ -28,7 +28,11 @@ def report(
     by: Annotated[Optional[str], typer.Option("--by", help="Worst-subgroup table: AUROC per group and the worst group per method. age (bands <50, 50-70, >70; decoy-cxr: aged signs), sex, view, or decoy (decoy-cxr: token present). Keys come from the run folders, never from W&B.")] = None,
 ) -> None:
     """Print test AUROC per domain and method: mean ± 95% CI (t) across seeds, with n."""
-    options = dict(locals())  # the parsed options, before any other local name
-    from dgx.report.command import run_report
+    from dgx.report.command import run_report  # optuna, pandas (dgx.report): only when the command runs
+    from dgx.report.request import ReportRequest  # dgx.report's package loads optuna, pandas: only when it runs
 
-    typer.echo(run_report(**options), nl=False)
+    request = ReportRequest(storage=storage, study=study, phase=phase, table=table, fmt=fmt, out=out,
+                            dataset=tuple(dataset or ()), method=tuple(method or ()), mask=tuple(mask or ()),
+                            baseline=baseline, test=test, source=source, entity=entity, project=project,
+                            figure=figure, run_ci=run_ci, by=by)
+    typer.echo(run_report(request), nl=False)

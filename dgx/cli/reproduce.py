@@ -32,32 +32,13 @@ def reproduce(
     select: Annotated[Optional[str], typer.Option("--select", help="Grid-point rule instead of the spec's `select` (val, the paper's, unless the spec says otherwise): val | swapped | shuffled | lam-ci. README: Model selection.")] = None,
 ) -> None:
     """Run the studies behind one of the paper's tables (resuming existing ones), then print the table."""
-    options = dict(locals())  # the parsed options, before any other local name
-    from dgx.checks import PRUNERS, SELECTION_RULES, check_choice, check_device, check_storage_url, parse_gpus, parse_options
-    from dgx.config import get_settings
-    from dgx.data import DATASETS
-    from dgx.profiles import PROFILES
-    from dgx.sweep.space import load_budget
+    from dgx.spec import ReproduceRequest  # the library loads when the command runs (dgx --help stays fast)
 
-    check_device(device, here=not dry_run)  # the workers it starts run on this machine
-    check_storage_url(storage)
-    gpu_ids = parse_gpus(gpus)
-    check_choice("dataset", data, DATASETS)  # the overrides, before the specs are planned
-    check_choice("profile", profile, PROFILES)
-    check_choice("pruner", pruner, PRUNERS)
-    check_choice("--select rule", select, SELECTION_RULES)
-    parse_options(data_opt)
-    if budget is not None:
-        load_budget(budget)
-    if throughput is not None:  # the default table is read with the specs (it lives in the sweeps folder too)
-        from dgx.throughput import load_table
+    req = ReproduceRequest(name=name, data=data, data_opts=tuple(data_opt or ()), budget=budget, trials=trials,
+                           seeds=seeds, epochs=epochs, model=model, weights=weights, image_size=image_size,
+                           profile=profile, storage=storage, dry_run=dry_run, workers=workers, gpus=gpus,
+                           device=device, pruner=pruner, throughput=throughput, pack=pack, select=select)
+    req.check()  # what the flags' text alone can show, before the slow imports and any work
+    from dgx.sweep.paper import reproduce as run_reproduce  # torch, Optuna
 
-        load_table(throughput)
-    from dgx.sweep.launch import WorkerSpec
-    from dgx.sweep.paper import reproduce as run_reproduce
-
-    # the workers reproduce would start, checked before it prints its plan
-    WorkerSpec(workers=workers if workers is not None else max(1, len(gpu_ids)), gpus=gpu_ids).check(
-        storage or get_settings().default_storage())
-
-    run_reproduce(**options, echo=typer.echo)
+    run_reproduce(req, echo=typer.echo)

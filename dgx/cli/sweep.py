@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Optional
 
 import typer
@@ -22,7 +23,7 @@ def sweep(
     weights: c.WeightsOpt = None,
     image_size: c.ImageSizeOpt = None,
     batch_size: c.BatchOpt = 16,
-    actdiff_layers: c.LayersOpt = "all",
+    method_opt: c.MethodOptsOpt = None,
     negative_masks: c.NegativesOpt = None,
     profile: c.ProfileOpt = None,
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL. Default: DGX_STORAGE or sqlite:///runs/dgx.db.")] = None,
@@ -47,15 +48,23 @@ def sweep(
     W&B run (offline unless an API key is set; seed 0 of the seeds phase reuses
     the selected search run). Rerunning the same command resumes the study.
     """
-    options = dict(locals())  # the parsed options, before any other local name
-    from dgx.checks import check_flags, check_sweep_flags
+    # the library loads when the command runs (dgx --help stays fast)
+    from dgx.spec import SweepRequest, TrainRequest
 
-    check_sweep_flags(**options)
-    check_flags(**options)  # what the flags' text alone can show, before the slow imports and any work
-    options["budget"], options["budget_note"] = default_budget(budget, device, gpus)  # the header says why
-    from dgx.sweep.plan import sweep as run_sweep_plan
+    train = TrainRequest(method=method, mask=mask, data=data, data_opts=tuple(data_opt or ()),
+                         method_opts=tuple(method_opt or ()), budget=budget or "", epochs=epochs, model=model,
+                         weights=weights, image_size=image_size, batch_size=batch_size,
+                         negative_masks=negative_masks, profile=profile, device=device)
+    req = SweepRequest(train=train, trials=trials, seeds=seeds, storage=storage, study=study, sampler=sampler,
+                       pruner=pruner, baseline=baseline, oracle=oracle, workers=workers, gpus=gpus, launcher=launcher,
+                       partition=partition, time_min=time_min, trials_per_gpu=trials_per_gpu, pack=pack, select=select)
+    req.check()  # what the flags' text alone can show, before the slow imports and any work
+    if budget is None:  # the default depends on the device (torch is asked only for --device auto)
+        name, note = default_budget(budget, device, gpus)  # the header says why
+        req = replace(req, train=replace(train, budget=name), budget_note=note)  # quick or gpu: both ship
+    from dgx.sweep.command import sweep as run_sweep  # torch, Optuna
 
-    text = run_sweep_plan(**options)
+    text = run_sweep(req)
     if text is not None:
         typer.echo(text)
 
@@ -73,7 +82,7 @@ def default_budget(budget: str | None, device: str = "auto", gpus: str | None = 
         where = f"--device {device}" if device.startswith("cuda") else f"--gpus {gpus}"
         return GPU_BUDGET, f"{where} trains on CUDA, no --budget named; --budget {CPU_BUDGET} for the CPU default"
     if device == "auto":
-        import torch
+        import torch  # the library loads when the command runs (dgx --help stays fast)
 
         if torch.cuda.is_available():
             return GPU_BUDGET, f"CUDA available, no --budget named; --budget {CPU_BUDGET} for the CPU default"

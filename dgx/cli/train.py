@@ -27,7 +27,7 @@ def train(
     weights: c.WeightsOpt = None,
     image_size: c.ImageSizeOpt = None,
     batch_size: c.BatchOpt = 16,
-    actdiff_layers: c.LayersOpt = "all",
+    method_opt: c.MethodOptsOpt = None,
     negative_masks: c.NegativesOpt = None,
     profile: c.ProfileOpt = None,
     device: c.DeviceOpt = "auto",
@@ -38,13 +38,16 @@ def train(
     The checkpoint is chosen on source validation AUROC only. Rerunning the same
     command resumes an interrupted run from its last epoch.
     """
-    options = dict(locals())  # the parsed options, before any other local name
-    from dgx.checks import check_flags
+    from dgx.spec import TrainRequest  # the library loads when the command runs (dgx --help stays fast)
 
-    check_flags(**options)  # what the flags' text alone can show, before the slow imports and any work
-    from dgx.sweep.plan import train_one
+    req = TrainRequest(method=method, mask=mask, data=data, data_opts=tuple(data_opt or ()),
+                       method_opts=tuple(method_opt or ()), budget=budget, lr=lr, wd=wd, lam=lam, epochs=epochs,
+                       seed=seed, model=model, weights=weights, image_size=image_size, batch_size=batch_size,
+                       negative_masks=negative_masks, profile=profile, device=device, runs_dir=runs_dir)
+    req.check()  # what the flags' text alone can show, before the slow imports and any work
+    from dgx.resolve import train_one  # torch
 
-    cfg, bundle, result = train_one(**options)
+    cfg, bundle, result = train_one(req)
     chosen = (f"val accuracy {result.val_accuracy:.1f}%, AUROC {result.val_auroc:.3f}" if result.selection == "accuracy"
               else f"val AUROC {result.val_auroc:.3f}")
     table = Table(title=f"{cfg.method} ({cfg.mask}, {cfg.profile} profile) — best epoch {result.best_epoch}, {chosen}")

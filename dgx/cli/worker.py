@@ -27,6 +27,7 @@ def worker(
     share DGX_RUNS_DIR and DGX_DATA_DIR: each grid point trains exactly once, a
     killed worker's trial is retried by another and resumes from its last epoch.
     """
+    # the library loads when the command runs (dgx --help stays fast)
     from dgx.checks import check_device_name, check_name, check_storage_url
     from dgx.config import get_settings
 

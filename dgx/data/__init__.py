@@ -12,25 +12,24 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from dgx.data.base import MASK_KINDS, Bundle, Split
+from dgx.data.real import OPTIONS, load_real
 from dgx.errors import DgxError, unknown_choice
 
 
 def _load_decoy(options: Mapping[str, str], image_size: int | None, data_dir: Path) -> Bundle:
-    from dgx.data.decoy import load_decoy
+    from dgx.data.decoy import load_decoy  # scipy, pandas: a dataset module loads when its data is asked for
 
     return load_decoy(check_options("decoy-cxr", options, image_size), data_dir)
 
 
 def _load_mnist(options: Mapping[str, str], image_size: int | None, data_dir: Path) -> Bundle:
-    from dgx.data.mnist import load_decoy_mnist
+    from dgx.data.mnist import load_decoy_mnist  # scipy: a dataset module loads when its data is asked for
 
     return load_decoy_mnist(check_options("decoy-mnist", options, image_size), data_dir)
 
 
 def _load_real(name: str) -> Callable[[Mapping[str, str], int | None, Path], Bundle]:
     def load(options: Mapping[str, str], image_size: int | None, data_dir: Path) -> Bundle:
-        from dgx.data.real import load_real
-
         return load_real(name, options, image_size, data_dir)
 
     return load
@@ -135,7 +134,6 @@ def check_options(name: str, options: Mapping[str, str] | None = None, image_siz
             values["image_size"] = str(image_size)
         coerced = _coerce(config, values, name)
         return config(**coerced) if complete else None
-    from dgx.data.real import OPTIONS
 
     for key in values:
         if key not in OPTIONS:
@@ -155,19 +153,19 @@ def dataset_options(name: str) -> dict[str, object]:
 def generated_masks(name: str) -> tuple[str, ...]:
     """The mask kinds a generated dataset draws for its images."""
     if name == "decoy-mnist":
-        from dgx.data.mnist import MASKS
+        from dgx.data.mnist import MASKS  # scipy: a dataset module loads when its data is asked for
     else:
-        from dgx.data.decoy import MASKS
+        from dgx.data.decoy import MASKS  # scipy, pandas: a dataset module loads when its data is asked for
     return MASKS
 
 
 def _config_class(name: str) -> type:
     """The dataclass of a generated dataset's options."""
     if name == "decoy-mnist":
-        from dgx.data.mnist import DecoyMnistConfig
+        from dgx.data.mnist import DecoyMnistConfig  # scipy: a dataset module loads when its data is asked for
 
         return DecoyMnistConfig
-    from dgx.data.decoy import DecoyConfig
+    from dgx.data.decoy import DecoyConfig  # scipy, pandas: a dataset module loads when its data is asked for
 
     return DecoyConfig
 

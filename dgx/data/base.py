@@ -42,6 +42,9 @@ class Split:
     anatomy: dict[str, np.ndarray] = field(default_factory=dict)  # region -> uint8 (N, H, W), every image
     # Subgroup key -> str (N,) label per image (age band, sex, view, ...; see dgx.data.groups). Evaluation only.
     groups: dict[str, np.ndarray] = field(default_factory=dict)
+    # The same images as the released code decoded them (real data, dgx/prep/decode.py), which the official
+    # profile trains and scores on; None where there is no file to decode (generated data).
+    released_images: np.ndarray | None = None
     _filled: dict[tuple[str, str], np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -50,6 +53,8 @@ class Split:
             raise ValueError(f"images must be uint8 (N, H, W), got {self.images.dtype} {self.images.shape}")
         if self.labels.shape != (n,):
             raise ValueError(f"labels must have shape ({n},), got {self.labels.shape}")
+        if self.released_images is not None and self.released_images.shape != self.images.shape:
+            raise ValueError(f"released images have shape {self.released_images.shape}, images {self.images.shape}")
         for what, arrays in (("mask", self.masks), ("anatomy region", self.anatomy)):
             for kind, m in arrays.items():
                 if m.shape != self.images.shape:
@@ -103,7 +108,7 @@ class Bundle:
     targets: dict[str, Split]  # target domain name -> split (evaluation only)
     fingerprint: str  # content hash of the generating config; part of every run's identity
     # The train+val pool the released code draws its per-seed split from, where it is not simply
-    # train + val (CXR-P: the 951 images with gaze); see dgx/data/profile.py.
+    # train + val (CXR-P: the 951 images with gaze); see dgx/data/released.py.
     pool: Split | None = None
     # Masks drawn at the training resolution (synthetic data): resizing them is the identity.
     native_masks: bool = False

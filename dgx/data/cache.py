@@ -1,4 +1,4 @@
-"""Reading a decoded-image cache (built offline by :mod:`dgx.prep.cache`): memory-mapped arrays and the index."""
+"""Reading a decoded-image cache (built offline by :mod:`dgx.prep.cache_builder`): memory-mapped arrays and the index."""
 
 from __future__ import annotations
 
@@ -14,11 +14,14 @@ MASK_FILES = ("abnormality", "scaled", "periphery", "abnormality_released")  # a
 
 
 def load_cache(path: Path) -> dict[str, np.ndarray]:
-    """A cache's arrays, memory-mapped read-only (images, labels and each mask kind)."""
+    """A cache's arrays, memory-mapped read-only (images, labels, each mask kind and, in a cache from
+    version 4 on, ``images_released``: the images as the released code decoded them)."""
     path = Path(path)
     if not (path / "index.json").is_file():
         raise DgxError(f"{path} is not a dgx cache (no index.json); build it with `dgx data cache`")
     out = {"images": np.load(path / "images.npy", mmap_mode="r"), "labels": np.load(path / "labels.npy")}
+    if (path / "images_released.npy").is_file():
+        out["images_released"] = np.load(path / "images_released.npy", mmap_mode="r")
     for kind in read_index(path).get("masks", MASK_FILES):
         out[kind] = np.load(path / f"{kind}.npy", mmap_mode="r")
     return out

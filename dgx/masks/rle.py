@@ -36,7 +36,7 @@ def siim_rle_path() -> Path:
 
 def load_rle_table(path: Path | None = None) -> dict[str, list[str]]:
     """ImageId -> its RLE strings (one per annotated region; empty list for negatives)."""
-    import pandas as pd
+    import pandas as pd  # pandas: only when metadata tables are read
 
     path = Path(path) if path is not None else siim_rle_path()
     if not path.is_file():

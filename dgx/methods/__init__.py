@@ -46,13 +46,12 @@ def paper_epochs(name: str) -> int:
     return method_class(name).paper_epochs
 
 
-def build_method(name: str, lam: float = 0.0, actdiff_layers: str = "all", profile: Profile | None = None,
+def build_method(name: str, lam: float = 0.0, options: dict[str, str] | None = None, profile: Profile | None = None,
                  shuffle_seed: int | None = None) -> Method:
-    """Instantiate a registered method with a profile's switches (default: ``paper``).
-
-    ``shuffle_seed``: ActDiff's fixed per-image shuffle (the released periphery path).
+    """Instantiate a registered method with its ``options`` (Method.Options) and a profile's switches (default:
+    ``paper``). ``shuffle_seed``: ActDiff's fixed per-image shuffle (the released periphery path).
     """
-    cfg = SimpleNamespace(lam=lam, actdiff_layers=actdiff_layers)
+    cfg = SimpleNamespace(lam=lam, method_options=tuple(sorted((options or {}).items())))
     return method_class(name).from_config(cfg, profile or PROFILES["paper"], shuffle_seed)
 
 

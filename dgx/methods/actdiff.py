@@ -40,7 +40,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Literal
 
 from dgx.errors import DgxError, unknown_choice
-from dgx.methods.base import Method
+from dgx.methods.base import Method, pack_size
 
 if TYPE_CHECKING:  # functions import torch themselves, so reading a method's traits needs no torch
     import torch
@@ -51,7 +51,7 @@ LAYER_CHOICES = ("all", "last")
 
 def activation_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The normalization layers whose outputs are pre-activations, in forward order."""
-    from torch import nn
+    from torch import nn  # torch on first use: a method's traits are read without it (the flag checks)
     norms = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
     return [
         (name, mod)
@@ -79,7 +79,7 @@ def shuffle_background(x: torch.Tensor, m: torch.Tensor, generator: torch.Genera
     per image, the background positions in index order and in a random order, and
     the in-mask positions identically in both, so they map to themselves.
     """
-    import torch
+    import torch  # torch on first use: a method's traits are read without it (the flag checks)
     b, c, h, w = x.shape
     fg = m.reshape(b, h * w) > 0.5
     index = torch.arange(h * w, device=x.device, dtype=torch.float32).expand(b, -1) / (h * w)
@@ -99,7 +99,7 @@ def shuffle_released(x: torch.Tensor, m: torch.Tensor, generator: torch.Generato
     permutation of an image's n background values depends only on (seed, n), so
     an image gets the same one in every epoch. Otherwise a fresh one per call.
     """
-    import torch
+    import torch  # torch on first use: a method's traits are read without it (the flag checks)
     b, c, h, w = x.shape
     n = c * h * w
     bg = (m < 0.5).expand(b, c, h, w).reshape(b, n)
@@ -131,7 +131,7 @@ class _DistanceHooks:
         self.outputs.append(out if self.after else self._distance(out))
 
     def _distance(self, out: torch.Tensor) -> torch.Tensor:
-        import torch
+        import torch  # torch on first use: a method's traits are read without it (the flag checks)
         a, b = self.pairs(out)
         if self.models > 1:  # a packed model: model k's activations are the k-th block of channels
             return torch.linalg.vector_norm((a - b).unflatten(1, (self.models, -1)).flatten(2).float(), dim=2)
@@ -139,7 +139,7 @@ class _DistanceHooks:
 
     def distances(self) -> torch.Tensor:
         """(layers, pairs), or (layers, pairs, K) for a packed model of K."""
-        import torch
+        import torch  # torch on first use: a method's traits are read without it (the flag checks)
         return torch.stack([self._distance(o) for o in self.outputs] if self.after else self.outputs)
 
     def __enter__(self) -> "_DistanceHooks":
@@ -155,6 +155,7 @@ def masked_copies(x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch
 
     Every other row's shuffled copy would be the row itself (nothing to permute).
     """
+    # torch on first use: a method's traits are read without it (the flag checks)
     from dgx.methods.per_sample import constrained_rows
 
     rows = constrained_rows(m)[0]
@@ -167,11 +168,12 @@ class ActDiff(Method):
 
     @dataclasses.dataclass(frozen=True)
     class Options:
-        actdiff_layers: str = "all"  # every hooked layer, or only the last
+        # every hooked layer, or only the last (stored in configs as actdiff_layers)
+        layers: str = dataclasses.field(default="all", metadata={"choices": LAYER_CHOICES})
 
     @classmethod
     def from_config(cls, cfg, profile, shuffle_seed=None) -> "ActDiff":
-        return cls(cfg.lam, layers=cls.options(cfg).actdiff_layers, per_sample=profile.penalty_bn == "per_sample",
+        return cls(cfg.lam, layers=cls.parse_options(cfg.method_options).layers, per_sample=profile.penalty_bn == "per_sample",
                    tensors=profile.actdiff_tensors, shuffle=profile.shuffle, shuffle_seed=shuffle_seed)
 
     def __init__(self, lam: float = 0.0, layers: Literal["all", "last"] = "all", *, per_sample: bool = False,
@@ -197,10 +199,10 @@ class ActDiff(Method):
         return shuffle_background(x, m).detach()
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
-        import torch
+        import torch  # torch on first use: a method's traits are read without it (the flag checks)
 
+        # torch on first use: a method's traits are read without it (the flag checks)
         from dgx.methods.per_sample import constrained_rows
-        from dgx.pack import pack_size
         if self.per_sample:
             return self._loss_per_sample(model, x, y, m)
         b = x.shape[0]
@@ -231,8 +233,9 @@ class ActDiff(Method):
         pairs in per-sample statistics. An image with an all-ones mask is its own shuffled copy (distance
         exactly zero): it takes one no-grad pass, whose statistics count for both of its updates.
         """
-        import torch
+        import torch  # torch on first use: a method's traits are read without it (the flag checks)
 
+        # torch on first use: a method's traits are read without it (the flag checks)
         from dgx.methods.per_sample import RunningLog, constrained_rows, per_sample_bn, statistics_pass
         b = x.shape[0]
         rows, rest = constrained_rows(m)

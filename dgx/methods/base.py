@@ -16,7 +16,7 @@ Masks follow the paper's reference code: images without an annotation
 exactly zero for them.
 
 A method also owns its traits: its display name, whether it uses a mask (and so
-λ), its epoch count in the paper, the training-config fields it reads, and how
+λ), its epoch count in the paper, its own options (``--method-opt``), and how
 it is built from a config and a profile (:meth:`Method.from_config`).
 """
 
@@ -32,6 +32,11 @@ if TYPE_CHECKING:  # functions import torch themselves, so reading a method's tr
     from torch import nn
 
 
+def pack_size(model: Any) -> int:
+    """K for a packed model (dgx/pack.py), 1 for a plain one."""
+    return int(getattr(model, "pack_size", 1))
+
+
 @dataclasses.dataclass(frozen=True)
 class NoOptions:
     """A method without options of its own."""
@@ -43,22 +48,28 @@ class Method:
     # Whether λ and a mask mean anything for this method (ERM: no).
     uses_mask: ClassVar[bool] = True
     paper_epochs: ClassVar[int] = 100  # §4: the mask methods train 100 epochs (Viviano et al.)
-    # The method's own options: a small frozen dataclass whose fields are TrainConfig fields of the same name.
+    # The method's own options (``--method-opt KEY=VALUE``): a small frozen dataclass of strings; a field's
+    # ``metadata["choices"]`` lists its values.
     Options: ClassVar[type] = NoOptions
 
     @classmethod
-    def config_fields(cls) -> tuple[str, ...]:
-        """The TrainConfig fields only this method reads."""
-        return tuple(f.name for f in dataclasses.fields(cls.Options))
-
-    @classmethod
-    def options(cls, cfg: Any) -> Any:
-        """This method's options, read from a TrainConfig-like ``cfg``."""
-        return cls.Options(**{name: getattr(cfg, name) for name in cls.config_fields()})
+    def parse_options(cls, pairs) -> Any:
+        """This method's :attr:`Options` from KEY=VALUE ``pairs`` (defaults for the rest); a one-line error
+        for a key it does not have or a value not among a field's choices."""
+        fields = {f.name: f for f in dataclasses.fields(cls.Options)}
+        for key, value in pairs:
+            if key not in fields:
+                fix = f"its options: {', '.join(fields)}" if fields else "it takes none; drop --method-opt"
+                raise DgxError(f"--method-opt {key}={value}: method {cls.name} has no option {key!r} ({fix})")
+            choices = fields[key].metadata.get("choices")
+            if choices and value not in choices:
+                raise DgxError(f"--method-opt {key}={value}: {cls.name}'s {key} must be one of "
+                               f"{', '.join(choices)}; pass e.g. --method-opt {key}={choices[0]}")
+        return cls.Options(**dict(pairs))
 
     @classmethod
     def from_config(cls, cfg: Any, profile: Any, shuffle_seed: int | None = None) -> "Method":
-        """Build from a TrainConfig-like ``cfg`` (``lam`` and :attr:`Options`) and a Profile."""
+        """Build from a TrainConfig-like ``cfg`` (``lam`` and ``method_options``) and a Profile."""
         return cls(cfg.lam if cls.uses_mask else 0.0)
 
     def __init__(self, lam: float = 0.0) -> None:
@@ -72,7 +83,7 @@ class Method:
     @staticmethod
     def ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy, computed in float32 even under autocast; per model for packed logits (B, 2, K)."""
-        import torch.nn.functional as F
+        import torch.nn.functional as F  # torch on first use: a method's traits are read without it (the flag checks)
         if logits.dim() == 3:
             return F.cross_entropy(logits.float(), y[:, None].expand(-1, logits.shape[2]), reduction="none").mean(0)
         return F.cross_entropy(logits.float(), y)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # functions import torch themselves, so reading a method's tr
 
 
 def gradmask_penalty(x: torch.Tensor, logits: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    import torch
+    import torch  # torch on first use: a method's traits are read without it (the flag checks)
     contrast = (logits[:, 1].float() - logits[:, 0].float()).abs().sum()
     (grad,) = torch.autograd.grad(contrast, x, create_graph=True)
     return Method.total(((1 - m) * grad.float()).abs(), packed=grad.dim() == 5)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dgx.methods.actdiff import activation_layers
+from dgx.methods.actdiff import activation_layers, released_layers
 
 
 def rrr_per_image(model: nn.Module, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor, lam: float) -> dict:
@@ -71,8 +71,6 @@ def released_step_loss(kind: str, model: nn.Module, x: torch.Tensor, y: torch.Te
     ``official`` profile's batched step must equal it (tests/test_official.py);
     ``bench/official_step.py`` measures both.
     """
-    from dgx.methods.actdiff import released_layers
-
     ce = F.cross_entropy(model(x).float(), y)
     total = x.new_zeros((), dtype=torch.float32)
     layers = [mod for _, mod in released_layers(model)]

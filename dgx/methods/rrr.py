@@ -21,7 +21,7 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from dgx.methods.base import Method
+from dgx.methods.base import Method, pack_size
 
 if TYPE_CHECKING:  # functions import torch themselves, so reading a method's traits needs no torch
     import torch
@@ -39,8 +39,8 @@ def differentiable_pass(model: nn.Module, x: torch.Tensor,
     ``per_sample``: a per-sample batch-norm mode (each sample's own statistics) to run the pass in.
     For a packed model of K, x is (K, B, 3, H, W): model k's copy in row k.
     """
+    # torch on first use: a method's traits are read without it (the flag checks)
     from dgx.methods.second_order import second_order
-    from dgx.pack import pack_size
     x = x.detach()
     if (k := pack_size(model)) > 1:  # one input copy per packed model, so each input gradient is its own
         x = x.expand(k, *x.shape)
@@ -58,8 +58,9 @@ def released_penalty(model: nn.Module, x: torch.Tensor, m: torch.Tensor,
     Images with an all-ones mask have a penalty of exactly zero: they take a no-grad pass, only for their
     running-statistics updates, which land in the released (row) order with the others'.
     """
-    import torch
+    import torch  # torch on first use: a method's traits are read without it (the flag checks)
 
+    # torch on first use: a method's traits are read without it (the flag checks)
     from dgx.methods.per_sample import RunningLog, constrained_rows, per_sample_bn, statistics_pass
     rows, rest = constrained_rows(m)
     log = RunningLog(x.shape[0])
@@ -75,7 +76,7 @@ def released_penalty(model: nn.Module, x: torch.Tensor, m: torch.Tensor,
 
 def summed_log_probs(logits: torch.Tensor, log_eps: bool = False) -> torch.Tensor:
     """Σ_{i,k} log p̂_ik, exact (log-softmax) or as released (log of softmax + 1e-11)."""
-    import torch
+    import torch  # torch on first use: a method's traits are read without it (the flag checks)
     import torch.nn.functional as F
     z = logits.float()
     return (torch.log(F.softmax(z, dim=1) + RELEASED_EPS) if log_eps else F.log_softmax(z, dim=1)).sum()
@@ -83,14 +84,14 @@ def summed_log_probs(logits: torch.Tensor, log_eps: bool = False) -> torch.Tenso
 
 def input_gradient(model: nn.Module, x: torch.Tensor, *, log_eps: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, ∂ Σ_{i,k} log p̂_ik / ∂x), differentiable w.r.t. the model's parameters."""
-    import torch
+    import torch  # torch on first use: a method's traits are read without it (the flag checks)
     x, logits = differentiable_pass(model, x)
     (grad,) = torch.autograd.grad(summed_log_probs(logits, log_eps), x, create_graph=True)
     return logits, grad
 
 
 def rrr_penalty(x: torch.Tensor, logits: torch.Tensor, m: torch.Tensor, log_eps: bool = False) -> torch.Tensor:
-    import torch
+    import torch  # torch on first use: a method's traits are read without it (the flag checks)
     (grad,) = torch.autograd.grad(summed_log_probs(logits, log_eps), x, create_graph=True)
     return Method.total(((1 - m) * grad.float()).pow(2), packed=grad.dim() == 5)
 

@@ -26,7 +26,7 @@ HASH_SIZE = 64  # side of the grayscale thumbnail whose pixels are hashed
 
 def shipped_csv(filename: str) -> Path:
     """A metadata CSV that torchxrayvision ships (public, no credentials needed)."""
-    import torchxrayvision
+    import torchxrayvision  # torchxrayvision (torch): only when its lung files or models are read
 
     return Path(torchxrayvision.__file__).parent / "data" / filename
 
@@ -175,11 +175,11 @@ def pixel_hash(path: Path) -> str:
     Two files with the same picture (a PNG and its DICOM re-encoding) hash the
     same, whatever their container or size.
     """
-    from PIL import Image
+    from PIL import Image  # PIL: only to read or resize an image file
 
     path = Path(path)
     if path.suffix.lower() == ".dcm":
-        import pydicom
+        import pydicom  # pydicom: only when a DICOM is decoded
 
         ds = pydicom.dcmread(path)
         arr = ds.pixel_array.astype(np.float64)
@@ -201,7 +201,7 @@ def pixel_hash(path: Path) -> str:
 
 def hash_images(paths: Iterable[Path], description: str) -> list[str]:
     """:func:`pixel_hash` of each path, in order, with a progress bar (thousands of images take minutes)."""
-    from dgx.progress import make_progress
+    from dgx.progress import make_progress  # rich: only when a long loop shows progress
 
     paths = list(paths)
     out: list[str] = []

@@ -6,7 +6,7 @@ Lung" and "Right Lung" channels is the lung mask. Its weights
 triggers: they are used only when already present, at ``--lung-model PATH``,
 ``$DGX_LUNG_MODEL``, or torchxrayvision's own cache
 (``~/.torchxrayvision/models_data/``). Without them the cache falls back to the
-lung-atlas template (see :mod:`dgx.prep.cache`).
+lung-atlas template (see :mod:`dgx.prep.cache_builder`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ _STRUCT = np.ones((3, 3), dtype=bool)
 
 def default_weights() -> Path:
     """Where the weights are looked for when no path is given."""
-    from dgx.config import get_settings
+    from dgx.config import get_settings  # pydantic settings: read on first use
 
     env = get_settings().lung_model
     if env:
@@ -72,9 +72,10 @@ class LungSegmenter:
     """Callable: uint8 images (N, H, W) -> bool lung masks (N, H, W), or None where segmentation failed."""
 
     def __init__(self, weights: Path, device: str | None = None, batch_size: int = 8):
-        import torch
+        import torch  # torch: only when the lung model runs
 
         try:
+            # torchxrayvision (torch): only when the lung model runs
             from torchxrayvision.baseline_models.chestx_det import PSPNet
         except ImportError as exc:
             raise DgxError(f"lung segmentation needs torchxrayvision's chestx_det model ({exc}); "
@@ -97,7 +98,7 @@ class LungSegmenter:
         self.model = model.to(self.device).eval()
 
     def __call__(self, images: np.ndarray) -> list[np.ndarray | None]:
-        import torch
+        import torch  # torch: only when the lung model runs
         import torch.nn.functional as F
 
         images = np.asarray(images)

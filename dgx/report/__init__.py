@@ -9,12 +9,13 @@ from __future__ import annotations
 import optuna
 import pandas as pd
 
-from dgx.errors import DgxError
+from dgx.errors import DgxError, unknown_choice
+from dgx.report.formats import FORMATS
 from dgx.report.load import load_runs
 from dgx.report.render import render
-from dgx.stats import mean_ci
 from dgx.report.selection import selection_table
-from dgx.report.tables import WIDE_TABLES, Baseline, build, table1, table1_cells
+from dgx.report.tables import WIDE_TABLES, Baseline, build, cells
+from dgx.stats import mean_ci
 
 __all__ = ["load_runs", "mean_ci", "report", "search_runs", "table1", "table1_cells", "filter_runs"]
 
@@ -72,3 +73,15 @@ def search_runs(storage, study_prefix: str | tuple[str, ...] | None = None) -> p
         return load_runs(storage, study_prefix=study_prefix, phase="search")
     except DgxError:
         return None
+
+
+def table1(runs: pd.DataFrame, fmt: str = "markdown", confidence: float = 0.95) -> str:
+    """Render the paper's Table 1 (AUROC per domain × method) for ``runs``."""
+    if fmt not in FORMATS:
+        raise unknown_choice("table format", fmt, FORMATS)
+    return render(build(runs, "1", confidence=confidence), fmt)
+
+
+def table1_cells(runs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """The numeric cells of Table 1 (see :func:`dgx.report.tables.cells`)."""
+    return cells(runs, confidence)

@@ -7,16 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score, roc_curve
 
-from dgx.plotting import SERIES, pyplot, save_figure
 from dgx.errors import DgxError
+from dgx.plotting import SERIES, pyplot, save_figure
+from dgx.report.labels import method_label, method_masks
+from dgx.report.run_files import read_scores
+from dgx.report.tables import cells
+from dgx.report.trials import AVERAGE
 
 
 def bars(runs: pd.DataFrame, path: Path, confidence: float = 0.95) -> Path:
     """One panel per dataset: a group of bars per domain (source test or OOD target, named under each group),
     one bar per method/mask with its n in the legend, CI whiskers, the full 0-100 axis and a chance line."""
-    from dgx.report.tables import cells
-
     plt = pyplot()
     c = cells(runs, confidence)
     experiments = list(dict.fromkeys(c["dataset"]))
@@ -57,8 +60,6 @@ def bars(runs: pd.DataFrame, path: Path, confidence: float = 0.95) -> Path:
 
 
 def _role(domain: str, role: str) -> str:
-    from dgx.report.tables import AVERAGE
-
     return "mean of the targets" if domain == AVERAGE else ("OOD target" if role == "target" else "source test")
 
 
@@ -88,17 +89,12 @@ def roc_series(runs: pd.DataFrame, runs_dir: Path) -> dict[str, list[RocSeries]]
     A label keeps its colour in every domain (table order: ERM first); a domain
     where one class is missing has no ROC curve and contributes no series.
     """
-    from sklearn.metrics import roc_auc_score
-
-    from dgx.report.runci import read_scores
-    from dgx.report.tables import _groups, method_label
-
     if "run_id" not in runs.columns:
         raise DgxError("ROC figures need the run folders' scores; use the Optuna storage source")
     trials = runs.drop_duplicates(["study", "trial"])
     if len(trials) > 60:
         raise DgxError(f"{len(trials)} runs selected; pick one study for ROC curves with --study NAME")
-    labels = [method_label(m, k) for m, k in _groups(trials)]
+    labels = [method_label(m, k) for m, k in method_masks(trials)]
     colors = {label: ROC_COLORS[i % len(ROC_COLORS)] for i, label in enumerate(labels)}
     out: dict[str, dict[str, RocSeries]] = {d: {} for d in dict.fromkeys(runs["domain"])}
     for t in trials.sort_values("seed", kind="stable").itertuples(index=False):
@@ -118,8 +114,6 @@ def roc_series(runs: pd.DataFrame, runs_dir: Path) -> dict[str, list[RocSeries]]
 
 def _mean_roc(scores: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray) -> np.ndarray:
     """Vertical average: the seeds' true positive rates at each false positive rate of ``grid``."""
-    from sklearn.metrics import roc_curve
-
     tprs = []
     for y, p in scores:
         fpr, tpr, _ = roc_curve(y, p)
@@ -137,8 +131,6 @@ def roc_figure(runs: pd.DataFrame, runs_dir: Path):
     label with its mean AUROC (%) across seeds and n.
     """
     series = roc_series(runs, runs_dir)  # reads (and checks) the saved scores before matplotlib starts
-    from sklearn.metrics import roc_curve
-
     plt = pyplot()
 
     roles = dict(zip(runs["domain"], runs["role"]))
@@ -176,4 +168,5 @@ def roc(runs: pd.DataFrame, path: Path, runs_dir: Path) -> Path:
 
 
 def draw(kind: str, runs: pd.DataFrame, path: Path, runs_dir: Path) -> Path:
+    """The ``kind`` figure (bars or roc) of ``runs``, written to ``path``."""
     return bars(runs, path) if kind == "bars" else roc(runs, path, runs_dir)

@@ -17,8 +17,10 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from dgx.checks import storage_file
 from dgx.errors import DgxError
-from dgx.runs import TrialRecord
+from dgx.runs import OVERRIDDEN, TrialRecord
+from dgx.storage import open_storage
 
 log = logging.getLogger("dgx")
 
@@ -34,32 +36,27 @@ def report_method(attrs: dict) -> str:
     return ORACLE if attrs.get("variant") == ORACLE else str(attrs["method"])
 
 
-
-def _open(storage: str | optuna.storages.BaseStorage) -> tuple[optuna.storages.BaseStorage, str]:
-    """The storage object plus a name for it in error messages."""
+def open_existing_storage(storage: str | optuna.storages.BaseStorage) -> tuple[optuna.storages.BaseStorage, str]:
+    """The storage object plus a name for it in error messages; the URL forms are `dgx sweep`'s (journal:// too)."""
     if not isinstance(storage, str):
         return storage, type(storage).__name__
     # Opening a missing SQLite file would silently create an empty database,
     # which then reports "no studies" instead of the real mistake: a bad path.
-    from dgx.checks import storage_file
-
     path = storage_file(storage)
     if path is not None and not path.exists():
         raise DgxError(f"Optuna storage file {str(path)!r} does not exist; check the --storage URL {storage!r}")
-    from dgx.storage import open_storage  # the same URL forms as `dgx sweep` (journal:// too)
-
     return open_storage(storage), storage
 
 
-def _study_names(storage: optuna.storages.BaseStorage, label: str,
-                 study_prefix: str | tuple[str, ...] | None) -> list[str]:
+def study_names(storage: optuna.storages.BaseStorage, label: str,
+                study_prefix: str | tuple[str, ...] | None) -> list[str]:
+    """The studies of ``storage`` that ``study_prefix`` chooses (a name prefix, or an override tag oHASH); all of
+    them without one. A one-line DgxError when there are none (``label`` names the storage in it)."""
     names = sorted(optuna.get_all_study_names(storage))
     if not names:
         raise DgxError(f"Optuna storage {label} contains no studies; run `dgx sweep` first or check the storage URL")
     if study_prefix is None:
         return names
-    from dgx.runs import OVERRIDDEN
-
     if isinstance(study_prefix, str) and OVERRIDDEN.fullmatch(f"-{study_prefix}"):  # an override tag: oHASH
         chosen = [n for n in names if OVERRIDDEN.search(n) and OVERRIDDEN.search(n).group(0) == f"-{study_prefix}"]
     else:
@@ -93,7 +90,7 @@ def _complete_trials(store: optuna.storages.BaseStorage, names: list[str]):
 
 
 def _complete_trials_sql(store: optuna.storages.RDBStorage, names: list[str]):
-    import sqlalchemy as sa
+    import sqlalchemy as sa  # sqlalchemy: only for an RDB storage (Optuna loaded it to open one)
 
     # The tables never read "config" (large); a trial from before "lam" was stored reads NaN there.
     wanted = set(TrialRecord.REQUIRED) | set(TrialRecord.SELECTION) | {"run_id", "variant", "profile", "draw"}
@@ -164,8 +161,8 @@ def load_runs(
     Raises DgxError for an empty storage, a prefix matching no study, or when
     no COMPLETE trial matches the phase.
     """
-    store, label = _open(storage)
-    names = _study_names(store, label, study_prefix)
+    store, label = open_existing_storage(storage)
+    names = study_names(store, label, study_prefix)
     rows: list[tuple] = []
     other_phases: Counter[str] = Counter()
     foreign = 0

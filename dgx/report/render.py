@@ -9,7 +9,7 @@ import re
 import pandas as pd
 
 from dgx.errors import unknown_choice
-from dgx.report.tables import FORMATS, Table
+from dgx.report.formats import FORMATS, Table
 
 
 def _md(table: Table) -> str:
@@ -34,7 +34,8 @@ def _md(table: Table) -> str:
     return "\n".join([table.title, "", line(header), rule, *(line(r) for r in shown), "", table.note, *footer])
 
 
-def _latex_escape(text: str) -> str:
+def latex_escape(text: str) -> str:
+    """``text`` as LaTeX source: its special characters escaped, ±, —, Δ as LaTeX writes them."""
     return (text.replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%").replace("_", r"\_")
             .replace("#", r"\#").replace("±", r"$\pm$").replace("—", "---").replace("Δ", r"$\Delta$"))
 
@@ -49,18 +50,19 @@ def latex_legend(text: str) -> str:
 
 
 def latex_comment(text: str) -> str:
-    return "% " + _latex_escape(latex_legend(text))
+    """A LaTeX comment line holding ``text`` (a title or note, reworded for LaTeX)."""
+    return "% " + latex_escape(latex_legend(text))
 
 
 def _latex(table: Table) -> str:
     cols = "l" * 2 + "r" * (len(table.header) - 2)
-    head = [_latex_escape(h) for h in table.header]
+    head = [latex_escape(h) for h in table.header]
     for i in table.target_cols:
         head[i] = rf"\underline{{{head[i]}}}"
     lines = [BOOKTABS, latex_comment(table.title), r"\begin{tabular}{" + cols + "}", r"\toprule",
              " & ".join(head) + r" \\", r"\midrule"]
     for row, is_target in zip(table.rows, table.target_rows):
-        cells_ = [_latex_escape(v) for v in row]
+        cells_ = [latex_escape(v) for v in row]
         if is_target and cells_[0]:
             cells_[0] = rf"\underline{{{cells_[0]}}}"
         lines.append(" & ".join(cells_) + r" \\")
@@ -70,6 +72,7 @@ def _latex(table: Table) -> str:
 
 
 def render(tables: list[Table], fmt: str) -> str:
+    """``tables`` as one text in ``fmt`` (one of :data:`FORMATS`)."""
     if fmt not in FORMATS:
         raise unknown_choice("format", fmt, FORMATS)
     if fmt == "markdown":
@@ -86,4 +89,4 @@ def render(tables: list[Table], fmt: str) -> str:
                                    "headline": list(t.footer)} for t in tables], "cells": records}, indent=1) + "\n"
 
 
-__all__ = ["render", "BOOKTABS", "TARGET_LEGEND", "latex_legend", "latex_comment"]
+__all__ = ["render", "BOOKTABS", "TARGET_LEGEND", "latex_escape", "latex_legend", "latex_comment"]

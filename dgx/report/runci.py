@@ -1,8 +1,5 @@
-"""Per-run AUROC confidence intervals (DeLong or bootstrap) from the scores each run saved.
-
-Each training writes the selected checkpoint's labels and scores per domain to
-``<runs_dir>/runs/<run_id>/scores.npz``; nothing here retrains or re-predicts.
-"""
+"""Per-run AUROC confidence intervals (``dgx report --run-ci``: DeLong or bootstrap) from the scores each run
+saved (:mod:`dgx.report.run_files`); nothing here retrains or re-predicts."""
 
 from __future__ import annotations
 
@@ -11,41 +8,13 @@ from pathlib import Path
 import pandas as pd
 
 from dgx.errors import DgxError
-
-
-def read_scores(runs_dir: Path, run_id: str) -> dict:
-    """A run's saved scores ({} when it has none), or a one-line DgxError when the file is damaged."""
-    from dgx.runs import SCORES, load_scores
-
-    return _read(runs_dir, run_id, SCORES, load_scores)
-
-
-def read_groups(runs_dir: Path, run_id: str) -> dict:
-    """A run's saved subgroup keys ({} when it has none), or a one-line DgxError when the file is damaged."""
-    from dgx.runs import GROUPS, load_groups
-
-    return _read(runs_dir, run_id, GROUPS, load_groups)
-
-
-def _read(runs_dir: Path, run_id: str, name: str, load) -> dict:
-    from dgx.runs import run_dir
-
-    if not run_id:
-        return {}
-    path = run_dir(runs_dir, run_id) / name
-    try:
-        return load(path)
-    except DgxError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a truncated, foreign or garbled file: numpy and zipfile raise many types
-        raise DgxError(f"{path} is damaged ({type(exc).__name__}); run `dgx doctor --fix` to quarantine that run, then "
-                       "rerun its sweep to train it again, or report without --run-ci, --figure roc and --by") from None
+from dgx.report.render import BOOKTABS, TARGET_LEGEND, latex_comment, latex_escape
+from dgx.report.run_files import read_scores
+from dgx.stats import bootstrap_ci, delong_ci
 
 
 def run_ci_frame(runs: pd.DataFrame, runs_dir: Path, method: str, confidence: float = 0.95) -> pd.DataFrame:
     """One row per (trial, domain): AUROC and its per-run interval."""
-    from dgx.stats import bootstrap_ci, delong_ci
-
     if "run_id" not in runs.columns:
         raise DgxError("these runs carry no run ids (a W&B source?); per-run intervals need the Optuna storage "
                        "and the run folders")
@@ -72,29 +41,34 @@ def run_ci_frame(runs: pd.DataFrame, runs_dir: Path, method: str, confidence: fl
 
 
 def run_ci_table(runs: pd.DataFrame, runs_dir: Path, method: str, fmt: str, confidence: float = 0.95) -> str:
+    """The per-run intervals (:func:`run_ci_frame`) as text in ``fmt``."""
     frame = run_ci_frame(runs, runs_dir, method, confidence)
     if fmt == "csv":
         return frame.to_csv(index=False)
     if fmt == "json":
         return frame.to_json(orient="records", indent=1) + "\n"
     head = f"Per-run test AUROC (%) with {confidence * 100:g}% {'DeLong' if method == 'delong' else 'bootstrap'} intervals"
+    return _latex(frame, head) if fmt == "latex" else _markdown(frame, head)
+
+
+def _markdown(frame: pd.DataFrame, head: str) -> str:
     lines = [head, "", "| Study | Trial | Seed | Domain | AUROC | Interval | Images |", "|---|--:|--:|---|--:|---|--:|"]
     for r in frame.itertuples(index=False):
         name = f"_{r.domain}_" if r.role == "target" else r.domain
         lines.append(f"| {r.study} | {r.trial} | {r.seed} | {name} | {100 * r.auroc:.1f} | "
                      f"[{100 * r.low:.1f}, {100 * r.high:.1f}] | {r.n_images} |")
-    if fmt == "latex":
-        from dgx.report.render import BOOKTABS, TARGET_LEGEND, _latex_escape, latex_comment
-
-        body = []
-        for r in frame.itertuples(index=False):
-            domain = _latex_escape(r.domain)
-            if r.role == "target":
-                domain = rf"\underline{{{domain}}}"
-            body.append(" & ".join([_latex_escape(str(r.study)), str(r.trial), str(r.seed), domain,
-                                    f"{100 * r.auroc:.1f}", f"[{100 * r.low:.1f}, {100 * r.high:.1f}]",
-                                    str(r.n_images)]) + r" \\")
-        return "\n".join([BOOKTABS, latex_comment(head), r"\begin{tabular}{llrlrlr}", r"\toprule",
-                          r"Study & Trial & Seed & Domain & AUROC & Interval & Images \\", r"\midrule", *body,
-                          r"\bottomrule", r"\end{tabular}", latex_comment(f"{TARGET_LEGEND}.")]) + "\n"
     return "\n".join(lines) + "\n"
+
+
+def _latex(frame: pd.DataFrame, head: str) -> str:
+    body = []
+    for r in frame.itertuples(index=False):
+        domain = latex_escape(r.domain)
+        if r.role == "target":
+            domain = rf"\underline{{{domain}}}"
+        body.append(" & ".join([latex_escape(str(r.study)), str(r.trial), str(r.seed), domain,
+                                f"{100 * r.auroc:.1f}", f"[{100 * r.low:.1f}, {100 * r.high:.1f}]",
+                                str(r.n_images)]) + r" \\")
+    return "\n".join([BOOKTABS, latex_comment(head), r"\begin{tabular}{llrlrlr}", r"\toprule",
+                      r"Study & Trial & Seed & Domain & AUROC & Interval & Images \\", r"\midrule", *body,
+                      r"\bottomrule", r"\end{tabular}", latex_comment(f"{TARGET_LEGEND}.")]) + "\n"

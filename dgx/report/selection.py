@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from dgx.methods import METHODS
-from dgx.report.tables import MISSING, Table, method_label
+from dgx.report.formats import MISSING, Table
+from dgx.report.labels import method_label
 from dgx.selection import RULES, Candidate, pick
 
 RULE_NAMES = {"val": "val (paper)", "swapped": "swapped", "shuffled": "shuffled", "lam-ci": "lam-ci"}

@@ -19,9 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from dgx.data.groups import KEYS, UNKNOWN, order
 from dgx.errors import DgxError, unknown_choice
+from dgx.report.formats import MISSING, NOT_APPLICABLE, Table, fmt_cell
+from dgx.report.labels import method_label, method_masks
+from dgx.report.tables import table_title
+from dgx.report.trials import select_trials
+from dgx.runs import GROUPS, load_groups, load_scores, run_dir, scores_path
+from dgx.stats import mean_ci
 
 MIN_CLASS = 10  # positives and negatives a group needs to be named the worst
 SMALL = "†"
@@ -29,10 +36,6 @@ SMALL = "†"
 
 def subgroup_frame(runs: pd.DataFrame, runs_dir: Path, key: str) -> pd.DataFrame:
     """One row per (trial, domain, group): AUROC of the selected checkpoint within the group, and its counts."""
-    from sklearn.metrics import roc_auc_score
-
-    from dgx.runs import GROUPS, load_groups, load_scores, run_dir, scores_path
-
     if key not in KEYS:
         raise unknown_choice("--by", key, KEYS)
     rows, no_files, recorded = [], [], {}
@@ -72,11 +75,8 @@ def subgroup_frame(runs: pd.DataFrame, runs_dir: Path, key: str) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def subgroup_tables(runs: pd.DataFrame, runs_dir: Path, key: str, confidence: float = 0.95) -> list:
+def subgroup_tables(runs: pd.DataFrame, runs_dir: Path, key: str, confidence: float = 0.95) -> list[Table]:
     """Per dataset: domain × method rows, the domain AUROC, each group's AUROC and the worst group."""
-    from dgx.stats import mean_ci
-    from dgx.report.tables import MISSING, NOT_APPLICABLE, Table, _groups, _title, fmt_cell, method_label, select_trials
-
     runs, notes = select_trials(runs)
     frame = subgroup_frame(runs, runs_dir, key)
     out = []
@@ -88,7 +88,7 @@ def subgroup_tables(runs: pd.DataFrame, runs_dir: Path, key: str, confidence: fl
         rows, targets, data, previous = [], [], [], None
         for domain in dict.fromkeys(exp_runs["domain"]):
             role = exp_runs.loc[exp_runs["domain"] == domain, "role"].iloc[0]
-            for method, mask in _groups(exp_runs):
+            for method, mask in method_masks(exp_runs):
                 mine = exp_runs[(exp_runs["domain"] == domain) & (exp_runs["method"] == method)
                                 & (exp_runs["mask"] == mask)]
                 mean, half, n = mean_ci(mine["auroc"], confidence)
@@ -122,7 +122,7 @@ def subgroup_tables(runs: pd.DataFrame, runs_dir: Path, key: str, confidence: fl
                 f"applicable (the group has one class or no images here); Worst group: the lowest group AUROC "
                 f"and its gap to All, among at least two groups; {key} groups from the local groups.npz of each run"
                 + "".join(f"; {n}" for n in notes) + ".")
-        title = _title(f"Subgroups by {key}", runs, experiment, confidence)
+        title = table_title(f"Subgroups by {key}", runs, experiment, confidence)
         out.append(Table(title, header, rows, targets, note, pd.DataFrame(data)))
     return out
 

@@ -1,8 +1,11 @@
 """Paper-shaped result tables from the runs frame of :func:`dgx.report.load_runs`.
 
 Every table is built in two steps: a *cells* frame (one row per table cell,
-with numbers and display text) and a renderer (markdown, latex, csv, json).
-The shapes (paper, ``../shared/seed/paper.txt``):
+with numbers and display text), laid out here as a :class:`~dgx.report.formats.Table`,
+and a renderer (dgx/report/render.py: markdown, latex, csv, json). Which trials count
+is dgx/report/trials.py's, how rows are named and ordered dgx/report/labels.py's, the
+comparisons under a table dgx/report/headline.py's. The shapes (paper,
+``../shared/seed/paper.txt``):
 
 - **Table 1**: domain × method (rows), AUROC and n (columns);
 - **Tables 2 and 5**: mask type (rows) × domain (columns), for one method
@@ -26,125 +29,17 @@ import pandas as pd
 
 from dgx.errors import DgxError, unknown_choice
 from dgx.methods import BASELINE, METHODS
-from dgx.report.load import ORACLE
+from dgx.report.formats import MISSING, NOT_APPLICABLE, Table, fmt_cell, fmt_p
+from dgx.report.headline import headline
+from dgx.report.labels import MASK_NAMES, METHOD_NAMES, mask_rank, method_label, method_masks
+from dgx.report.trials import AVERAGE, per_seed, replicates, select_trials, sources_targets
 from dgx.stats import mean_ci, paired_difference
 
-# Display names, in table order: every registered method (its own display_name), then the oracle row.
-METHOD_NAMES = {**{name: cls.display_name for name, cls in METHODS.items()},
-                ORACLE: f"Oracle ({METHODS[BASELINE].display_name}, shortcut decorrelated)"}
 # The paper's per-method tables of masks: Table 2 is ActDiff's, Table 5 RRR's.
 WIDE_TABLES = {"2": "actdiff", "5": "rrr"}
-MASK_NAMES = {"abnormality": "Abnormality", "scaled": "Scaled abnormality", "periphery": "Lung periphery",
-              "gaze": "Gaze", "none": "None"}
-_METHOD_ORDER = tuple(METHOD_NAMES)
-_MASK_ORDER = ("abnormality", "scaled", "periphery", "gaze", "none")
-MISSING = "—"  # not run: no trial produced this number
-NOT_APPLICABLE = "n/a"  # the number does not exist (ERM has no mask to gain over; one seed has no CI)
 PAPER_MASKS = ("abnormality", "scaled", "periphery")  # the rows of Tables 2 and 5, run or not
-AVERAGE = "Target average"
 SHAPES = ("1", "2", "3", "5")
-FORMATS = ("markdown", "latex", "csv", "json")
 ALPHA = 0.05  # a paired comparison with p below this is marked "*"
-
-
-def method_label(method: str, mask: str) -> str:
-    """Display name, e.g. "ERM" or "RRR (periphery)"."""
-    name = METHOD_NAMES.get(method, method)
-    maskless = method == ORACLE or (method in METHODS and not METHODS[method].uses_mask)
-    return name if maskless and mask == "none" else f"{name} ({mask})"
-
-
-def _rank(value: str, order: tuple[str, ...]) -> tuple[int, str]:
-    return (order.index(value), "") if value in order else (len(order), value)
-
-
-def _groups(runs: pd.DataFrame) -> list[tuple[str, str]]:
-    pairs = runs[["method", "mask"]].drop_duplicates().itertuples(index=False)
-    return sorted(pairs, key=lambda p: (_rank(p[0], _METHOD_ORDER), _rank(p[1], _MASK_ORDER)))
-
-
-def _domains(runs: pd.DataFrame) -> tuple[list[str], list[str]]:
-    sources = list(dict.fromkeys(runs.loc[runs["role"] == "source", "domain"]))
-    targets = [d for d in dict.fromkeys(runs.loc[runs["role"] == "target", "domain"]) if d not in sources]
-    return sources, targets
-
-
-def _mixed(same: pd.DataFrame, why: str) -> DgxError:
-    first = same.iloc[0]
-    where = ", ".join(f"{s}#{t}" for s, t in zip(same["study"], same["trial"]))
-    return DgxError(
-        f"{method_label(first['method'], first['mask'])} on {first['dataset']} has {len(same)} {why} with seed "
-        f"{first['seed']} ({where}): mixed configurations; pass a study prefix (--study-prefix) or a phase "
-        "to select one set of runs"
-    )
-
-
-def select_trials(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """One trial per (dataset, method, mask, seed), and a note for each choice made.
-
-    - Seeds-phase trials win over search trials (``--phase all``: the seeds
-      phase retrains the selected point; its seed 0 *is* the selected search run).
-    - Among search trials (a grid shares one seed), the one the sweep itself
-      selects: the best source-validation AUROC, ties to the smaller run id.
-      Target domains never take part (model selection on the source only).
-    - Trials naming the same run folder are one training, counted once.
-    - Two different seeds-phase trainings, or trainings of different profiles,
-      for one seed are mixed configurations: a one-line error.
-    """
-    key = ["dataset", "method", "mask", "seed"]
-    cols = ["study", "trial", *key, "phase"] + [c for c in ("profile", "run_id", "val_auroc") if c in runs]
-    trials = runs[cols].drop_duplicates(["study", "trial"]).copy()
-    if "profile" in trials:
-        profiles = trials.groupby(key)["profile"].transform("nunique")
-        if (profiles > 1).any():
-            first = trials[profiles > 1].iloc[0]
-            same = trials[(trials[key] == first[key]).all(axis=1)]
-            raise _mixed(same, f"trials of profiles {', '.join(sorted(set(same['profile'])))}")
-    run_id = trials["run_id"] if "run_id" in trials else pd.Series("", index=trials.index)
-    # Distinct trainings: a run folder counts once; trials without one are each their own.
-    trials["_training"] = np.where(run_id.astype(str) != "", run_id.astype(str),
-                                   trials["study"] + "#" + trials["trial"].astype(str))
-    trials["_seeds"] = trials["phase"] == "seeds"
-    trials["_val"] = trials["val_auroc"].fillna(-np.inf) if "val_auroc" in trials else -np.inf
-    keep, notes, picked, candidates = [], [], 0, 0
-    for _, group in trials.groupby(key, sort=False):
-        seeds = group[group["_seeds"]]
-        if not seeds.empty:
-            distinct = seeds.drop_duplicates("_training")
-            if len(distinct) > 1:
-                raise _mixed(distinct, "trials")
-            keep.append(distinct.index[0])
-            continue
-        distinct = group.drop_duplicates("_training")
-        # Ties as the sweep breaks them: the smaller run id (a retried point keeps it, not its trial number).
-        best = distinct.sort_values(["_val", "_training", "study", "trial"], ascending=[False, True, True, True],
-                                    kind="stable")
-        keep.append(best.index[0])
-        if len(distinct) > 1:
-            picked, candidates = picked + 1, candidates + len(distinct)
-    if picked:
-        notes.append(f"search phase: per method, mask and seed the trial with the best source-validation AUROC "
-                     f"({candidates} trials in {picked} such group{'s' if picked > 1 else ''}), as the sweep "
-                     "selects; targets play no part")
-    chosen = trials.loc[keep, ["study", "trial"]]
-    out = runs.merge(chosen, on=["study", "trial"], how="inner") if len(chosen) < len(trials) else runs
-    return out, notes
-
-
-def per_seed(runs: pd.DataFrame) -> pd.DataFrame:
-    """AUROC per (dataset, method, mask, seed) × domain, plus the per-seed target average column."""
-    runs = select_trials(runs)[0]
-    out = []
-    for experiment in dict.fromkeys(runs["dataset"]):
-        exp = runs[runs["dataset"] == experiment]
-        sources, targets = _domains(exp)
-        wide = exp.pivot_table(index=["dataset", "method", "mask", "seed"], columns="domain", values="auroc",
-                               aggfunc="first", dropna=False)
-        wide = wide.reindex(columns=sources + targets)
-        # A seed missing any target has no average: averages over different target sets do not compare.
-        wide[AVERAGE] = wide[targets].mean(axis=1, skipna=False) if targets else np.nan
-        out.append(wide)
-    return pd.concat(out)
 
 
 @dataclass(frozen=True)
@@ -183,11 +78,11 @@ def cells(runs: pd.DataFrame, confidence: float = 0.95, baseline: Baseline | Non
     rows = []
     for experiment in dict.fromkeys(runs["dataset"]):
         exp = runs[runs["dataset"] == experiment]
-        sources, targets = _domains(exp)
+        sources, targets = sources_targets(exp)
         columns = sources + targets + ([AVERAGE] if targets else [])
         for domain in columns:
             role = "source" if domain in sources else ("target" if domain in targets else "average")
-            for method, mask in _groups(exp):
+            for method, mask in method_masks(exp):
                 values = seeds.loc[(experiment, method, mask)][domain]
                 mean, half, n = mean_ci(values, confidence)
                 row = {"dataset": experiment, "domain": domain, "role": role, "method": method, "mask": mask,
@@ -223,12 +118,6 @@ def holm(p: np.ndarray) -> np.ndarray:
     return out
 
 
-def fmt_cell(mean: float, half: float, n: int) -> str:
-    if n == 0 or np.isnan(mean):
-        return MISSING
-    return f"{100 * mean:.1f} ± " + ("n/a" if n == 1 or np.isnan(half) else f"{100 * half:.1f}")
-
-
 def _fmt_diff(row) -> str:
     if row.get("vs") == "baseline":
         return NOT_APPLICABLE
@@ -239,38 +128,7 @@ def _fmt_diff(row) -> str:
     return f"{100 * row['diff']:+.1f} ± {half}{star} (p{fmt_p(row['p'])})"
 
 
-def fmt_p(p: float) -> str:
-    """'=0.0312', '<0.001' or '=n/a': the operator and value of a p-value as printed."""
-    if pd.isna(p):
-        return "=n/a"
-    return "<0.001" if p < 0.001 else f"={p:.3g}"
-
-
 # ---------------------------------------------------------------- shapes
-
-@dataclass
-class Table:
-    """A rendered-to-be table: title, header, rows of display strings, which rows are targets, footnote."""
-
-    title: str
-    header: list[str]
-    rows: list[list[str]]
-    target_rows: list[bool]  # row index -> its first column names a target domain
-    note: str
-    data: pd.DataFrame  # the numeric cells behind the table (csv/json output)
-    target_cols: tuple[int, ...] = ()  # column indexes naming target domains (wide tables)
-    footer: tuple[str, ...] = ()  # lines under the note: the headline comparisons (see headline())
-
-
-def replicates(runs: pd.DataFrame | None) -> tuple[str, str]:
-    """What n counts, and which draws: ("seeds", "") on real data; on generated data ("replicates", "; ..."),
-    where a replicate is a data draw and an initialization (dgx.data.GENERATED)."""
-    if runs is None or "draw" not in runs or not runs["draw"].notna().any():
-        return "seeds", ""
-    draws = sorted({int(d) for d in runs["draw"].dropna()})
-    span = f"{draws[0]}–{draws[-1]}" if draws == list(range(draws[0], draws[-1] + 1)) else ", ".join(map(str, draws))
-    return "replicates", f"; each its own data draw and initialization: draw{'s' if len(draws) > 1 else ''} {span}"
-
 
 def _note(baseline: Baseline | None, test: str, extra: str = "", part: pd.DataFrame | None = None,
           runs: pd.DataFrame | None = None) -> str:
@@ -314,7 +172,8 @@ def _unreachable(test: str, part: pd.DataFrame | None) -> str:
             "(more seeds, or --test t)")
 
 
-def _title(what: str, runs: pd.DataFrame, experiment: str, confidence: float) -> str:
+def table_title(what: str, runs: pd.DataFrame, experiment: str, confidence: float) -> str:
+    """A table's title: ``what``, then what its cells are and the phases, profiles and source they come from."""
     exp = runs[runs["dataset"] == experiment]
     sources = ", ".join(dict.fromkeys(exp.loc[exp["role"] == "source", "domain"]))
     phases = ", ".join(sorted(exp["phase"].unique()))
@@ -358,7 +217,7 @@ def table_long(runs: pd.DataFrame, shape: str, confidence: float, baseline: Base
         extra = "; ".join(([f"Gain = AUROC points over the same method with {reference} masks"]
                            if shape == "3" else []) + list(notes))
         footer = tuple(headline(runs[runs["dataset"] == experiment], confidence, test))
-        out.append(Table(_title(what, runs, experiment, confidence), header, rows, targets,
+        out.append(Table(table_title(what, runs, experiment, confidence), header, rows, targets,
                          _note(baseline, test, extra, part, runs[runs["dataset"] == experiment]),
                          part.reset_index(drop=True), footer=footer))
     return out
@@ -377,7 +236,7 @@ def table_wide(runs: pd.DataFrame, method: str, confidence: float, baseline: Bas
         part = every[every["method"] == method]
         domains = list(dict.fromkeys(every["domain"]))
         roles = dict(zip(every["domain"], every["role"]))
-        masks = sorted(set(PAPER_MASKS) | set(part["mask"]), key=lambda m: _rank(m, _MASK_ORDER))
+        masks = sorted(set(PAPER_MASKS) | set(part["mask"]), key=mask_rank)
         found = part.set_index(["mask", "domain"])
         rows = []
         for mask in masks:
@@ -398,7 +257,7 @@ def table_wide(runs: pd.DataFrame, method: str, confidence: float, baseline: Bas
         target_cols = tuple(i + 1 for i, d in enumerate(domains) if roles[d] == "target")
         extra = [f"(n) = {replicates(runs[runs['dataset'] == experiment])[0]}"] + ([f"no {name} runs on {experiment}: every row is {MISSING}, run "
                                     f"`dgx sweep {method} --mask MASK` to fill it"] if part.empty else [])
-        out.append(Table(_title(f"{table}: {name} by segmentation type", runs, experiment, confidence),
+        out.append(Table(table_title(f"{table}: {name} by segmentation type", runs, experiment, confidence),
                          ["Segmentation type", *domains], rows, [False] * len(rows),
                          _note(baseline, test, "; ".join(extra + list(notes)), part, runs[runs["dataset"] == experiment]),
                          part.reset_index(drop=True),
@@ -406,65 +265,7 @@ def table_wide(runs: pd.DataFrame, method: str, confidence: float, baseline: Bas
     return out
 
 
-MIN_HEADROOM = 0.05  # AUROC: below 5 points a share of the headroom is mostly noise (1 point gave "−633%")
-
-
-def headroom_is_real(gap: float, half: float) -> bool:
-    """Whether "recovers X% of the oracle headroom" means something: the oracle at least :data:`MIN_HEADROOM`
-    above ERM on the target average, and the paired CI of that difference above 0."""
-    return bool(np.isfinite(gap) and gap >= MIN_HEADROOM and np.isfinite(half) and gap - half > 0)
-
-
-def headline(runs: pd.DataFrame, confidence: float = 0.95, test: str = "t") -> list[str]:
-    """The comparisons a reader looks for first, on the target average of one dataset's runs.
-
-    Each method against ERM, paired by seed (mean difference, CI, p), and, when
-    an oracle was trained (ERM on the same source with its shortcut
-    decorrelated), the share of the oracle-minus-ERM gap each method recovers:
-    (method − ERM) / (oracle − ERM), from the seed means, where that gap is real (:func:`headroom_is_real`).
-    """
-    if BASELINE not in set(runs["method"]):
-        return []
-    seeds = per_seed(runs)[AVERAGE]
-    experiment = runs["dataset"].iloc[0]
-    erm = seeds.loc[(experiment, BASELINE, "none")]
-    if erm.dropna().empty:
-        return []
-    oracle = seeds.loc[(experiment, ORACLE, "none")] if (ORACLE in set(runs["method"])) else None
-    test_name = "paired t" if test == "t" else "Wilcoxon signed-rank"
-    unit, which = replicates(runs)
-    lines = [f"Target average against ERM ({test_name} across {unit}{which}):"]
-    gap = np.nan
-    if oracle is not None and not oracle.dropna().empty:
-        gap = oracle.mean() - erm.mean()
-        shared = oracle.index.intersection(erm.index)
-        _, half, _, _ = paired_difference(oracle[shared], erm[shared], confidence, "t")
-        lines.append(f"- oracle headroom: oracle {100 * oracle.mean():.1f} − ERM {100 * erm.mean():.1f} = "
-                     f"{100 * gap:+.1f} points (the oracle is ERM trained on the same source with the shortcut "
-                     "decorrelated from the label)")
-        if not headroom_is_real(gap, half):
-            lines[-1] += (f"; too small to share out (shares need ≥ {100 * MIN_HEADROOM:g} points with a CI "
-                          "above 0), so none is given")
-            gap = np.nan
-    for method, mask in _groups(runs):
-        if method in (BASELINE, ORACLE):
-            continue
-        values = seeds.loc[(experiment, method, mask)]
-        shared = values.index.intersection(erm.index)
-        diff, half, n, p = paired_difference(values[shared], erm[shared], confidence, test)
-        if n == 0:
-            continue
-        ci = "n/a" if np.isnan(half) else f"{100 * half:.1f}"
-        above = int(((values[shared] - erm[shared]).dropna() > 0).sum())
-        text = (f"- {method_label(method, mask)}: {100 * diff:+.1f} points (± {ci}, {confidence * 100:g}% CI; "
-                f"{n} paired {unit}; p{fmt_p(p)}; above ERM on {above} of {n})")
-        if np.isfinite(gap) and gap > 0:
-            text += f"; recovers {100 * (values.mean() - erm.mean()) / gap:.0f}% of the oracle headroom"
-        lines.append(text)
-    return lines if len(lines) > 1 else []
-
-
-# ---------------------------------------------------------------- renderers
+# ---------------------------------------------------------------- one shape, by name
 
 def build(runs: pd.DataFrame, shape: str = "1", *, method: str | None = None, confidence: float = 0.95,
           baseline: Baseline | None = None, test: str = "t", gain_mask: str = "periphery",
@@ -476,18 +277,3 @@ def build(runs: pd.DataFrame, shape: str = "1", *, method: str | None = None, co
     if shape in ("2", "5"):
         return table_wide(runs, method or WIDE_TABLES[shape], confidence, baseline, test, tuple(notes))
     return table_long(runs, shape, confidence, baseline, test, gain_mask, reference, tuple(notes))
-
-
-def table1(runs: pd.DataFrame, fmt: str = "markdown", confidence: float = 0.95) -> str:
-    """Render the paper's Table 1 (AUROC per domain × method) for ``runs``."""
-    if fmt not in FORMATS:
-        raise unknown_choice("table format", fmt, FORMATS)
-    from dgx.report.render import render
-
-    return render(build(runs, "1", confidence=confidence), fmt)
-
-
-def table1_cells(runs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
-    """The numeric cells of Table 1 (see :func:`cells`)."""
-    return cells(runs, confidence)
-

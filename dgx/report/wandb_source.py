@@ -11,11 +11,14 @@ state "failed"). The API pages through runs lazily; a rate-limited page
 from __future__ import annotations
 
 import logging
+import netrc
+import os
 import time
 from collections.abc import Callable, Iterator
 
 import pandas as pd
 
+from dgx.config import get_settings
 from dgx.errors import DgxError
 from dgx.report.load import COLUMNS, record_rows
 from dgx.runs import TrialRecord
@@ -62,11 +65,6 @@ def _iter_runs(api, path: str, filters: dict, sleep) -> Iterator:
 
 def _connect(sleep: Callable[[float], None]):
     """The W&B public API, or a one-line DgxError when there is no key or no connection (within ~10 s)."""
-    import netrc
-    import os
-
-    from dgx.config import get_settings
-
     key = get_settings().wandb_api_key or os.environ.get("WANDB_API_KEY", "")
     if not key:
         try:
@@ -77,7 +75,7 @@ def _connect(sleep: Callable[[float], None]):
         raise DgxError("--source wandb needs a W&B API key: set WANDB_API_KEY in the environment or .env (or run "
                        "`wandb login`); to report from the local runs, use --source optuna")
     os.environ.setdefault("WANDB_API_KEY", key)
-    import wandb
+    import wandb  # wandb: only to reach the live API (tests pass their own api)
 
     return with_retry(lambda: wandb.Api(timeout=5), "connecting to W&B (check the network, or use --source optuna)",
                       sleep)

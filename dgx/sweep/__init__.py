@@ -6,8 +6,8 @@ storage does not import torch: the commands check their input before that.
 
 import importlib
 
-_HOMES = {"Budget": "dgx.sweep.space", "load_budget": "dgx.sweep.space", "open_storage": "dgx.storage",
-          "SweepPlan": "dgx.sweep.study", "run_sweep": "dgx.sweep.study"}
+_HOMES = {"Budget": "dgx.space", "load_budget": "dgx.space", "open_storage": "dgx.storage",
+          "SweepPlan": "dgx.sweep.plan", "run_sweep": "dgx.sweep.study"}
 
 __all__ = ["Budget", "SweepPlan", "load_budget", "open_storage", "run_sweep"]
 

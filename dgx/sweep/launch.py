@@ -25,9 +25,13 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dgx.checks import LAUNCHERS, parse_gpus, storage_file
+import optuna
+
+from dgx.checks import LAUNCHERS, check_device, check_folder, check_name, parse_gpus, storage_file
+from dgx.config import get_settings
 from dgx.errors import DgxError, unknown_choice
-from dgx.storage import shown_url
+from dgx.storage import open_storage, shown_url
+from dgx.threads import pin
 
 log = logging.getLogger("dgx")
 
@@ -67,8 +71,6 @@ class WorkerSpec:
                            f"--workers {self.workers}; give one GPU per worker, e.g. --workers 2 --gpus 0,1 "
                            "(or leave --workers out to default to it)")
         if self.parallel and storage_url.startswith("sqlite"):
-            from dgx.checks import storage_file
-
             beside = (storage_file(storage_url) or Path("runs/dgx.db")).with_suffix(".journal").resolve()
             raise DgxError(f"storage {shown_url(storage_url)!r} is for one process; several workers need a shared one: "
                            f"--storage journal://{beside} (one machine or NFS) or postgresql://user@host/db")
@@ -89,12 +91,6 @@ def run_worker(storage_url: str, studies: list[str] | None = None, device: str =
 
     Returns counts of what this worker did: trials trained, duplicates closed, lost trials reaped.
     """
-    import optuna
-
-    from dgx.checks import check_device, check_folder, check_name
-    from dgx.config import get_settings
-    from dgx.storage import open_storage
-
     settings = get_settings()
     for name in studies or []:
         check_name("--study", name)
@@ -116,14 +112,13 @@ def run_worker(storage_url: str, studies: list[str] | None = None, device: str =
     for name in names:
         if name not in known:
             raise unknown_choice("study", name, sorted(dgx_studies(storage)) or ["(none: run `dgx sweep` first)"])
-    import torch  # the slow imports, once the storage holds work
-
-    from dgx.sweep.plan import draws_of
-    from dgx.sweep.study import SweepPlan, make_pruner, make_sampler, work
+    # torch and the training code: only once the storage holds work
+    import torch
+    from dgx.resolve import draws_of
+    from dgx.sweep.plan import SweepPlan
+    from dgx.sweep.study import make_pruner, make_sampler, work
 
     if threads:
-        from dgx.threads import pin
-
         pin(threads)  # every training of this worker, instead of its fair share
         torch.set_num_threads(threads)
     data_cache: dict = {}
@@ -143,8 +138,6 @@ def run_worker(storage_url: str, studies: list[str] | None = None, device: str =
 
 def dgx_studies(storage) -> list[str]:
     """Search studies created by ``dgx sweep`` (they carry a plan); seeds studies follow their search."""
-    import optuna
-
     return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
             if "plan" in s.user_attrs and not s.study_name.endswith(".seeds")]
 
@@ -196,7 +189,7 @@ def _launch_processes(spec: WorkerSpec, storage_url: str, studies: list[str], de
 
 def _launch_submitit(spec: WorkerSpec, storage_url: str, studies: list[str], device: str, runs_dir: Path) -> None:
     try:
-        import submitit
+        import submitit  # optional: only the slurm and local launchers need it
     except ImportError:
         raise DgxError("--launcher slurm needs submitit; pip install submitit") from None
     folder = Path(runs_dir) / "submitit" / "%j"

@@ -9,16 +9,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dgx.config import get_settings
+import optuna
+import yaml
+from optuna.trial import TrialState
+from rich.table import Table
+
+from dgx.checks import parse_gpus
+from dgx.config import get_settings, sweeps_dir
 from dgx.errors import DgxError
 from dgx.methods import BASELINE
-from dgx.progress import say
+from dgx.progress import result_console, say
+from dgx.report import report as build_report
+from dgx.resolve import load_data, resolve_config
+from dgx.spec import PACKED_FIELDS, ReproduceRequest  # PACKED_FIELDS: grid points differing only in these can pack
+from dgx.storage import open_storage, shown_url
+from dgx.sweep.command import execute
+from dgx.sweep.launch import WorkerSpec
+from dgx.sweep.plan import SweepPlan, study_name
+from dgx.throughput import ThroughputTable, load_table
 
 log = logging.getLogger("dgx")
-from dgx.sweep.plan import load_data, resolve_config
-from dgx.sweep.space import PACKED_FIELDS  # grid points that differ only in these can train as one pack
-from dgx.storage import shown_url
-from dgx.throughput import ThroughputTable, load_table
 
 # Training images per epoch of the paper's sources (dgx data prepare siim --splits ...); the official
 # profile trains on 80% of the pool (CXR-P: 951 gaze images).
@@ -58,10 +68,6 @@ class PaperSpec:
 
 def paper_specs() -> dict[str, PaperSpec]:
     """Every spec in ``sweeps/paper/*.yaml``, by file stem."""
-    import yaml
-
-    from dgx.sweep.space import sweeps_dir
-
     specs = {}
     for path in sorted((sweeps_dir() / "paper").glob("*.yaml")):
         try:
@@ -79,76 +85,62 @@ def paper_specs() -> dict[str, PaperSpec]:
     return specs
 
 
-def reproduce(name: str, data: str | None = None, data_opt: list[str] | None = None, budget: str | None = None,
-              trials: int | None = None, seeds: int | None = None, epochs: int | None = None,
-              model: str | None = None, weights: str | None = None, image_size: int | None = None,
-              profile: str | None = None, storage: str | None = None, dry_run: bool = False,
-              workers: int | None = None, gpus: str | None = None, device: str = "auto",
-              pruner: str = "none", throughput: str | Path | None = None, pack: int = 1, select: str | None = None,
-              echo: Callable[[str], None] = print) -> None:
-    """Run the studies behind one of the paper's tables (resuming existing ones), then ``echo`` each table.
-
-    ``throughput``: the measured table the cost estimate reads (default sweeps/throughput/h200.json);
-    ``pack``: grid points trained as one packed network (dgx/pack.py), 1 = one trial at a time.
-    """
-    from dgx.report import report as build_report
-    from dgx.sweep.launch import WorkerSpec, parse_gpus
-    from dgx.sweep.plan import execute
-
-    specs = paper_specs()
-    if not specs:
-        from dgx.sweep.space import sweeps_dir
-
-        raise DgxError(f"{sweeps_dir() / 'paper'} holds no experiment specs (*.yaml); point DGX_SWEEPS_DIR at a "
-                       "sweeps/ folder like the repository's (budgets/, grids/, paper/), or unset it")
-    if name != "all" and name not in specs:
-        raise DgxError(f"unknown paper experiment {name!r}; choose from: {', '.join([*specs, 'all'])}")
-    chosen = [s for s in specs.values() if s.in_all] if name == "all" else [specs[name]]
-    table = load_table(throughput)  # before any planning: a bad table file fails at once
-    settings = get_settings()
-    url = storage or settings.default_storage()
-    overrides = dict(data=data, data_opt=data_opt, budget=budget, trials=trials, seeds=seeds, epochs=epochs,
-                     model=model, weights=weights, image_size=image_size, profile=profile, device=device,
-                     pruner=pruner, pack=pack, select=select)
-    plans_by_spec, rows = plan_specs(chosen, url, **overrides)
-    if pruner != "none":  # measured on decoy-cxr replicas: bench/prune_replay.py, README "Pruned searches"
-        log.warning(f"--pruner {pruner}: the search may pick another configuration than the full grid (up to 7.5 "
-                    "AUROC points apart in bench/prune_replay.py); the seeds phase is never pruned")
+def reproduce(req: ReproduceRequest, echo: Callable[[str], None] = print) -> None:
+    """Run the studies behind one of the paper's tables (resuming existing ones), then ``echo`` each table,
+    for a checked request (its throughput table, read first, is the cost estimate's: default
+    sweeps/throughput/h200.json; its ``pack``: grid points trained as one packed network)."""
+    chosen = chosen_specs(req.name)
+    table = load_table(req.throughput)  # before any planning: a bad table file fails at once
+    url = req.storage or get_settings().default_storage()
+    gpu_ids = parse_gpus(req.gpus)
+    workers = WorkerSpec(workers=req.workers if req.workers is not None else max(1, len(gpu_ids)), gpus=gpu_ids)
+    workers.check(url)  # the workers reproduce would start, checked before it prints its plan
+    plans_by_spec, rows = plan_specs(chosen, url, req)
+    if req.pruner != "none":  # measured on decoy-cxr replicas: bench/prune_replay.py, README "Pruned searches"
+        log.warning(f"--pruner {req.pruner}: the search may pick another configuration than the full grid (up to "
+                    "7.5 AUROC points apart in bench/prune_replay.py); the seeds phase is never pruned")
     _print_plan(rows, url, table)
-    for line in cost_lines(rows, table, pack, scope=name):
+    for line in cost_lines(rows, table, req.pack, scope=req.name):
         echo(line)
-    if dry_run:
+    if req.dry_run:
         return
-    gpu_ids = parse_gpus(gpus)
-    wspec = WorkerSpec(workers=workers if workers is not None else max(1, len(gpu_ids)), gpus=gpu_ids)
-    wspec.check(url)
     started = time.perf_counter()
     done: set[str] = set()
     for spec in chosen:
         todo = [p for p in plans_by_spec[spec.name] if p.study not in done]
-        bundle = load_data(todo[0].base) if todo and not wspec.parallel else None
-        names = execute(todo, wspec, url, device, settings, bundle) if todo else []
+        bundle = load_data(todo[0].base) if todo and not workers.parallel else None
+        names = execute(todo, workers, url, req.device, get_settings(), bundle) if todo else []
         if names is None:
             continue  # queued only
         done.update(p.study for p in todo)
-        if pruner != "none":
+        if req.pruner != "none":
             _print_epochs_saved(todo, url)
-        prefixes = tuple(p.study for p in plans_by_spec[spec.name])
-        say(f"[bold]{spec.name}[/]: {spec.description}")
-        for report in spec.reports:
-            echo(build_report(url, study_prefix=prefixes, phase="seeds", shape=str(report.get("table", "1")),
-                                    method=report.get("method"), baseline=report.get("baseline"),
-                                    filters={k: report[k] for k in ("mask",) if k in report}))
-    say(f"reproduce {name} finished in {time.perf_counter() - started:.0f} s ({len(done)} studies in {shown_url(url)})")
+        _echo_tables(spec, tuple(p.study for p in plans_by_spec[spec.name]), url, echo)
+    say(f"reproduce {req.name} finished in {time.perf_counter() - started:.0f} s ({len(done)} studies in "
+        f"{shown_url(url)})")
+
+
+def chosen_specs(name: str) -> list[PaperSpec]:
+    """The specs ``name`` runs: one, or ``all``: the paper's (a one-line error for an unknown name)."""
+    specs = paper_specs()
+    if not specs:
+        raise DgxError(f"{sweeps_dir() / 'paper'} holds no experiment specs (*.yaml); point DGX_SWEEPS_DIR at a "
+                       "sweeps/ folder like the repository's (budgets/, grids/, paper/), or unset it")
+    if name != "all" and name not in specs:
+        raise DgxError(f"unknown paper experiment {name!r}; choose from: {', '.join([*specs, 'all'])}")
+    return [s for s in specs.values() if s.in_all] if name == "all" else [specs[name]]
+
+
+def _echo_tables(spec: PaperSpec, prefixes: tuple[str, ...], url: str, echo: Callable[[str], None]) -> None:
+    say(f"[bold]{spec.name}[/]: {spec.description}")
+    for report in spec.reports:
+        echo(build_report(url, study_prefix=prefixes, phase="seeds", shape=str(report.get("table", "1")),
+                          method=report.get("method"), baseline=report.get("baseline"),
+                          filters={k: report[k] for k in ("mask",) if k in report}))
 
 
 def _print_epochs_saved(plans: list, url: str) -> None:
     """Epochs the pruned searches trained, against the full grid's."""
-    import optuna
-    from optuna.trial import TrialState
-
-    from dgx.storage import open_storage
-
     storage = open_storage(url)
     for plan in plans:
         trials = optuna.load_study(study_name=plan.study, storage=storage).get_trials(
@@ -192,27 +184,18 @@ class StudyCost:
         return (search + self.seeds * images / single) / 3600
 
 
-def plan_specs(chosen: list[PaperSpec], url: str, *, data, data_opt, budget, trials, seeds, epochs, model, weights,
-               image_size, profile, device, pruner: str = "none", pack: int = 1,
-               select: str | None = None) -> tuple[dict[str, list], list[StudyCost]]:
-    """The sweep plans of each spec, and one cost row per study (a study shared by specs is counted once)."""
-    from dgx.sweep import SweepPlan
-    from dgx.sweep.plan import study_name
-
-    if pack < 1:
-        raise DgxError(f"--pack must be >= 1, got {pack}; 1 trains one trial at a time")
+def plan_specs(chosen: list[PaperSpec], url: str, req: ReproduceRequest) -> tuple[dict[str, list], list[StudyCost]]:
+    """The sweep plans of each spec under ``req``'s overrides, and one cost row per study (a study shared by
+    specs is counted once)."""
     rows, plans_by_spec, seen = [], {}, set()
     for spec in chosen:
         plans = []
         for exp in spec.experiments:
-            cfg, plan_budget = resolve_config(exp.method, exp.mask, data or spec.data, data_opt,
-                                                budget or spec.budget, model=model, weights=weights,
-                                                image_size=image_size, epochs=epochs, batch_size=16,
-                                                actdiff_layers="all", profile=profile or spec.profile)
-            rule = select or spec.select
-            plan = SweepPlan(base=cfg, budget=plan_budget, study=study_name(cfg, plan_budget, select=rule),
-                             storage=url, trials=trials, seeds=seeds or spec.seeds, device=device, pruner=pruner,
-                             pack=pack, select=rule)
+            cfg, budget = resolve_config(req.train(exp.method, exp.mask, spec.data, spec.budget, spec.profile))
+            rule = req.select or spec.select
+            plan = SweepPlan(base=cfg, budget=budget, study=study_name(cfg, budget, select=rule), storage=url,
+                             trials=req.trials, seeds=req.seeds or spec.seeds, device=req.device, pruner=req.pruner,
+                             pack=req.pack, select=rule)
             oracle = plan.oracle() if spec.oracle and exp.method == BASELINE else None
             for one in [plan] + ([oracle] if oracle is not None else []):
                 plans.append(one)
@@ -294,8 +277,6 @@ def _shown_path(path: Path) -> str:
 
 
 def _print_plan(rows: list[StudyCost], url: str, table: ThroughputTable) -> None:
-    from rich.table import Table
-
     title = f"dgx reproduce: studies and trials (storage {shown_url(url)}; GPU-hours of the full grid)"
     out = Table(title=title)
     for col in ("table", "study", "grid points", "seeds", "epochs", "trials", "est. GPU-h"):
@@ -309,8 +290,6 @@ def _print_plan(rows: list[StudyCost], url: str, table: ThroughputTable) -> None
             total_trials += r.trials
             total_h += gpu_h
     out.add_row("total", "unique studies", "", "", "", f"{total_trials:,}", f"{total_h:.1f}")
-    from dgx.progress import result_console
-
     result_console().print(out)
 
 

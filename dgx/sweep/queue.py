@@ -216,37 +216,16 @@ class Heartbeat:
         self._thread.join()
 
 
-def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float],
-              heartbeat_s: float, final_errors: tuple[type[BaseException], ...]) -> None:
-    """Run ``objective`` on a claimed trial under a heartbeat and record the outcome.
-
-    ``final_errors`` fail the trial for good (their ``fail_reason`` is set by the
-    objective) and the worker goes on; any other exception, Ctrl-C included,
-    leaves the trial retryable (FAIL without a reason) and propagates.
-    """
-    trial.set_user_attr("worker", worker_name())
-    try:
-        with Heartbeat(study, trial, heartbeat_s):
-            value = objective(trial)
-    except optuna.TrialPruned:
-        _tell(study, trial, state=TrialState.PRUNED)
-        return
-    except final_errors:
-        _tell(study, trial, state=TrialState.FAIL)
-        return
-    except BaseException:
-        _tell(study, trial, state=TrialState.FAIL)
-        raise
-    _tell(study, trial, values=value)
-
-
 def run_trials(study: optuna.Study, trials: list[optuna.Trial],
                objective: Callable[[list[optuna.Trial]], list[float | BaseException]],
                heartbeat_s: float, final_errors: tuple[type[BaseException], ...]) -> None:
-    """:func:`run_trial` for claimed trials that train together (a pack): one heartbeat each, and each
-    trial's own outcome recorded (``objective`` returns a value or an exception per trial). An exception
-    from ``objective`` itself leaves every trial retryable and propagates; so does, after all are recorded,
-    the first outcome that is neither pruned nor in ``final_errors``."""
+    """Run ``objective`` on claimed trials that train together (one, or a pack) under a heartbeat each, and
+    record each trial's own outcome: ``objective`` returns a value or an exception per trial.
+
+    A pruned trial is PRUNED; ``final_errors`` fail a trial for good (their ``fail_reason`` is set by the
+    objective) and the worker goes on. An exception from ``objective`` itself (Ctrl-C included) leaves every
+    trial retryable (FAIL without a reason) and propagates; so does, after all are recorded, the first
+    outcome that is neither pruned nor in ``final_errors``."""
     for trial in trials:
         trial.set_user_attr("worker", worker_name())
     with contextlib.ExitStack() as beats:
@@ -281,4 +260,4 @@ def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs) -> None:
 
 
 __all__ = ["enqueue_missing", "reap", "claim", "claim_like", "duplicate_of", "close_duplicate", "close_waiting_duplicates",
-           "run_trial", "run_trials", "owners", "retryable", "final", "point_key", "Heartbeat"]
+           "run_trials", "owners", "retryable", "final", "point_key", "Heartbeat"]

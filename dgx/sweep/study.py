@@ -19,98 +19,32 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from dgx import runs
 from dgx.checks import PRUNERS, SAMPLERS  # one list, also checked before any work
 from dgx.config import Settings
-from dgx.data import Draws, oracle_options
+from dgx.data import Draws
 from dgx.data.base import Bundle
 from dgx.errors import DgxError, unknown_choice
+from dgx.pack import check_model_packable
+from dgx.profiles import get_profile
 from dgx.progress import make_progress
 from dgx.selection import DEFAULT_RULE, Candidate, pick
+from dgx.spec import PACKED_FIELDS
+from dgx.storage import open_storage
 from dgx.sweep import queue
-from dgx.sweep.space import PACKED_FIELDS, Budget, suggest
-from dgx.storage import open_storage, remember_storage
-from dgx.tracking import WandbRun, record_trial
-from dgx.train import NonFiniteLossError, TrainConfig, train, train_packed
+from dgx.sweep.plan import SweepPlan
+from dgx.sweep.trial import trial_objective
+from dgx.train import NonFiniteLossError
 
 log = logging.getLogger("dgx")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 # Identity of a study: the fixed part of the config. lr/wd/lam/seed vary inside it.
 _VARYING = ("lr", "wd", "lam", "seed")
-
-
-@dataclass
-class SweepPlan:
-    base: TrainConfig  # fixed settings; grid params and seed are filled in per trial
-    budget: Budget
-    study: str  # search study name; seeds go to "<study>.seeds"
-    storage: str  # Optuna storage URL
-    trials: int | None = None  # cap on grid points (None = whole grid)
-    seeds: int = 3  # seeds-phase size
-    device: str = "auto"
-    sampler: str = "grid"  # grid (exact, the paper's) | tpe | random (over the same grid values)
-    pruner: str = "none"  # none | median | hyperband, acting on per-epoch source-val AUROC
-    variant: str = ""  # "oracle": ERM on the source with its shortcut decorrelated (a reference row)
-    pack: int = 1  # this worker trains up to this many grid points of one λ and seed as one pack (dgx/pack.py)
-    select: str = DEFAULT_RULE  # which grid point the seeds phase retrains (dgx/selection.py): val (the paper's) | ...
-
-    @property
-    def grid(self) -> dict[str, list[float]]:
-        return self.budget.grid_for(self.base.method)
-
-    def oracle(self) -> SweepPlan | None:
-        """This plan on the dataset's oracle source (its known shortcut decorrelated from the label),
-        as study ``<study>-oracle``; None where the dataset has no oracle."""
-        options = oracle_options(self.base.dataset, self.base.data_options)
-        if options is None:
-            return None
-        return replace(self, base=replace(self.base, data_options=options), variant="oracle",
-                       study=f"{self.study}-oracle")
-
-    @property
-    def n_points(self) -> int:
-        n = len(self.budget.points(self.base.method))
-        return min(n, self.trials) if self.trials else n
-
-
-    def to_attrs(self) -> dict:
-        """What a ``dgx worker`` needs to rebuild this plan from the study alone."""
-        return {"budget": self.budget.name, "grid": self.grid, "seeds": self.seeds, "trials": self.trials,
-                "sampler": self.sampler, "pruner": self.pruner, "variant": self.variant, "select": self.select}
-
-    @classmethod
-    def from_study(cls, study: optuna.Study, device: str = "auto") -> "SweepPlan":
-        """The plan a sweep stored on its search study (DgxError if it was not made by ``dgx sweep``)."""
-        attrs = study.user_attrs
-        if "plan" not in attrs or "base_config" not in attrs:
-            raise DgxError(f"study {study.study_name!r} was not created by `dgx sweep` (no stored plan); "
-                           "start it with `dgx sweep ... --storage URL` first")
-        plan, fixed = attrs["plan"], dict(attrs["base_config"])
-        fixed["data_options"] = tuple(sorted((str(k), str(v)) for k, v in dict(fixed.get("data_options") or {}).items()))
-        base = TrainConfig(**fixed)
-        budget = Budget(name=plan["budget"], description="", grid={k: list(v) for k, v in plan["grid"].items()},
-                        seeds=int(plan["seeds"]))
-        return cls(base=base, budget=budget, study=study.study_name, storage="", trials=plan["trials"],
-                   seeds=int(plan["seeds"]), device=device, sampler=plan["sampler"], pruner=plan["pruner"],
-                   variant=str(plan.get("variant", "")), select=str(plan.get("select", DEFAULT_RULE)))
-
-    def grid_points(self) -> list[dict]:
-        """The points this sweep searches: the grid in a seeded shuffled order, capped at ``trials``.
-
-        Shuffling (seed 0) spreads a capped search over the grid instead of
-        taking its lexicographically first corner; the order never changes, so
-        a rerun with the same cap asks for the same points.
-        """
-        points = self.budget.points(self.base.method)
-        order = np.random.default_rng(0).permutation(len(points))
-        return [points[i] for i in order[: self.n_points]]
 
 
 @dataclass(frozen=True)
@@ -162,18 +96,17 @@ def work(plan: SweepPlan, search: optuna.Study, data: Draws | Bundle, settings: 
     with make_progress() as bar:
         bar.disable = bar.disable or not progress
         total = bar.add_task(f"sweep {plan.study}", total=plan.n_points + plan.seeds, status="")
-        objective = _objective(plan, data, settings, "search", plan.grid, bar)
-        packed = _packed_objective(plan, data, settings, "search", plan.grid, bar) if plan.pack > 1 else None
-        _drain(search, objective, plan, timing, lambda done: bar.update(total, completed=done),
-               points=plan.grid_points() if plan.sampler == "grid" else None, packed=packed)
+        objective = trial_objective(plan, data, settings, "search", plan.grid, bar)
+        _drain(search, objective, timing, lambda done: bar.update(total, completed=done),
+               points=plan.grid_points() if plan.sampler == "grid" else None, n_points=plan.n_points, pack=plan.pack)
 
         best = _best_params(search, plan.select)
         seeds = _seeds_study(plan, storage, best)
         bar.update(total, status=f"best {_fmt(best)}")
         seed_grid = {k: [v] for k, v in best.items()} | {"seed": list(range(plan.seeds))}
-        objective = _objective(plan, data, settings, "seeds", seed_grid, bar)
-        _drain(seeds, objective, plan, timing, lambda done: bar.update(total, completed=plan.n_points + done),
-               points=[{**best, "seed": seed} for seed in range(plan.seeds)])
+        objective = trial_objective(plan, data, settings, "seeds", seed_grid, bar)
+        _drain(seeds, objective, timing, lambda done: bar.update(total, completed=plan.n_points + done),
+               points=[{**best, "seed": seed} for seed in range(plan.seeds)])  # seeds never pack: each its own
     return search.study_name, seeds.study_name
 
 
@@ -218,97 +151,6 @@ def _open_study(plan: SweepPlan, storage, name: str, sampler, pruner=None) -> op
     return study
 
 
-class _TrialRun:
-    """One trial's training as the sweep records it: its config and run folder, W&B run, reports and outcome."""
-
-    def __init__(self, plan: SweepPlan, draws: Draws, settings: Settings, phase: str, grid: dict,
-                 trial: optuna.Trial) -> None:
-        self.plan, self.phase, self.trial = plan, phase, trial
-        self.cfg = replace(plan.base, **suggest(trial, grid))
-        self.data = data = draws(self.cfg.seed)  # generated data: this seed's own draw
-        self.run_dir = runs.run_dir(settings.runs_dir, self.cfg.run_id(data.fingerprint))
-        remember_storage(settings.runs_dir, plan.storage)  # `dgx doctor` on another storage leaves these alone
-        # One W&B run per training, not per trial: a trial whose run folder is already finished (seed 0
-        # of the seeds phase is the selected search trial's training) opens none and carries the earlier
-        # run's ref. That run keeps the job type of the phase that trained it (search), so W&B holds
-        # seeds 1..N-1 as seeds runs and seed 0 as the selected search run (the best val/auroc, as in
-        # _best_params): the Optuna trial is the record of the reuse, and `dgx report --source wandb`
-        # counts that search run as seed 0 (wandb_source._reused_seed_zero).
-        self.wandb = WandbRun(settings, self.cfg, group=plan.study, phase=phase,
-                              name=f"{trial.study.study_name}#{trial.number}", run_dir=self.run_dir,
-                              variant=plan.variant, extra={"budget": plan.budget.name, "trial": trial.number,
-                                                           "study": trial.study.study_name})
-        if self.wandb.ref:
-            trial.set_user_attr("wandb_run", self.wandb.ref)
-        self.reported: set[int] = set()
-
-    def on_epoch(self, epoch: int, stats: dict) -> None:
-        self.wandb.log_epoch(epoch, stats)
-        self.trial.report(stats["val_auroc"], epoch)
-        self.reported.add(epoch)
-        # The seeds phase is never pruned: Optuna's default pruner (MedianPruner) would otherwise
-        # stop seeds 5 and up, biasing the tables toward good seeds.
-        if self.phase == "search" and self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
-
-    def failed(self, exc: BaseException | None) -> None:
-        if isinstance(exc, NonFiniteLossError):
-            self.trial.set_user_attr("fail_reason", str(exc))  # final: a rerun will not retry it
-        self.wandb.finish(None, exit_code=1)
-
-    def finished(self, result) -> float:
-        data = self.data
-        for stats in result.history:  # epochs this process did not train (resumed or cached run)
-            if stats["epoch"] not in self.reported:
-                self.trial.report(stats["val_auroc"], stats["epoch"])
-        record_trial(self.trial, self.cfg, result, phase=self.phase, source=data.source, targets=list(data.targets),
-                     run_id=self.run_dir.name, variant=self.plan.variant, wandb_run=self.wandb.ref)
-        self.wandb.finish(result, run_dir=self.run_dir, source=data.source, targets=list(data.targets))
-        return result.val_auroc
-
-
-def _objective(plan: SweepPlan, data: Draws, settings: Settings, phase: str, grid: dict, bar) -> Callable:
-
-    def objective(trial: optuna.Trial) -> float:
-        run = _TrialRun(plan, data, settings, phase, grid, trial)
-        try:
-            result = train(run.cfg, run.data, run.run_dir, device=plan.device, on_epoch=run.on_epoch, progress=bar)
-        except BaseException as exc:
-            run.failed(exc)
-            raise
-        return run.finished(result)
-
-    return objective
-
-
-def _packed_objective(plan: SweepPlan, data: Draws, settings: Settings, phase: str, grid: dict, bar) -> Callable:
-    """Like :func:`_objective`, for trials that train as one pack: each trial's value, or the exception that
-    stopped it (pruned, non-finite loss) while the others went on."""
-
-    def objective(trials: list[optuna.Trial]) -> list[float | BaseException]:
-        members = [_TrialRun(plan, data, settings, phase, grid, t) for t in trials]
-        for t in trials:
-            t.set_user_attr("pack", len(trials))
-        try:
-            outcomes = train_packed([m.cfg for m in members], members[0].data, [m.run_dir for m in members],
-                                    device=plan.device, progress=bar,
-                                    on_epoch=lambda i, epoch, stats: members[i].on_epoch(epoch, stats))
-        except BaseException as exc:
-            for m in members:
-                m.failed(exc)
-            raise
-        out: list[float | BaseException] = []
-        for m, outcome in zip(members, outcomes):
-            if isinstance(outcome, BaseException):
-                m.failed(outcome)
-                out.append(outcome)
-            else:
-                out.append(m.finished(outcome))
-        return out
-
-    return objective
-
-
 def check_pack(plan: SweepPlan) -> None:
     """A one-line DgxError when ``plan.pack`` cannot work (before any training)."""
     if plan.pack < 1:
@@ -318,23 +160,20 @@ def check_pack(plan: SweepPlan) -> None:
     if plan.sampler != "grid":
         raise DgxError(f"--pack trains grid points of one λ and seed together; --sampler {plan.sampler} proposes "
                        "them one at a time: use --sampler grid, or --pack 1")
-    from dgx.pack import check_model_packable
-    from dgx.profiles import get_profile
-
     check_model_packable(plan.base.model, get_profile(plan.base.profile))
 
 
-def _drain(study: optuna.Study, objective: Callable, plan: SweepPlan, timing: Timing,
-           on_done: Callable[[int], None], points: list[dict] | None, packed: Callable | None = None) -> None:
+def _drain(study: optuna.Study, objective: Callable, timing: Timing, on_done: Callable[[int], None],
+           points: list[dict] | None, n_points: int = 0, pack: int = 1) -> None:
     """Run trials of ``study`` until its work is done: every point final (``points``: the grid strategy), or
-    ``plan.n_points`` finished trials (``points`` None: the sampler strategy, tpe/random).
+    ``n_points`` finished trials (``points`` None: the sampler strategy, tpe/random).
 
     Lost trials (no heartbeat for the grace period) are failed (and, on a grid, their points enqueued
     again); a worker with nothing to claim waits while other workers' trials run, because one may die
-    and need a retry. With ``packed`` (``plan.pack`` > 1, a grid), a claimed trial takes up to
-    ``plan.pack`` − 1 waiting trials of its λ and seed with it, and they train as one pack.
+    and need a retry. With ``pack`` > 1 on a grid, a claimed trial takes up to ``pack`` − 1 waiting trials
+    of its λ and seed with it, and they train as one pack (``objective`` takes the list of trials).
     """
-    next_trial = _grid_strategy(study, points) if points is not None else _sampler_strategy(study, plan.n_points)
+    next_trial = _grid_strategy(study, points) if points is not None else _sampler_strategy(study, n_points)
     waited: set[int] = set()
     while True:
         queue.reap(study, timing.grace_s)
@@ -346,14 +185,12 @@ def _drain(study: optuna.Study, objective: Callable, plan: SweepPlan, timing: Ti
             _wait_for_others(study, trials, waited, timing)
             continue
         group = [trial]
-        if packed is not None and points is not None:
-            group += queue.claim_like(study, trial, plan.pack - 1, _pack_point)
+        if pack > 1 and points is not None:
+            group += queue.claim_like(study, trial, pack - 1, _pack_point)
         if points is not None:
             group = [t for t in group if not _closed_as_duplicate(study, t)]
-        if len(group) > 1:
-            queue.run_trials(study, group, packed, timing.heartbeat_s, final_errors=(NonFiniteLossError,))
-        elif group:
-            queue.run_trial(study, group[0], objective, timing.heartbeat_s, final_errors=(NonFiniteLossError,))
+        if group:
+            queue.run_trials(study, group, objective, timing.heartbeat_s, final_errors=(NonFiniteLossError,))
 
 
 def _pack_point(params: dict) -> tuple:

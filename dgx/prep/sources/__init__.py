@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from dgx.errors import unknown_choice
+from dgx.prep.manifest import write_manifests
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,6 @@ def get_source(name: str) -> Source:
 def prepare_source(name: str, root: Path | None, out_dir: Path, *, metadata_only: bool = False, seed: int = 0,
                    options: Mapping[str, str] | None = None) -> dict[str, tuple[Path, pd.DataFrame]]:
     """Curate a source and write its manifests; return ``{key: (path, frame)}``."""
-    from dgx.prep.manifest import write_manifests
-
     source = get_source(name)
     frames = source.prepare(root, metadata_only=metadata_only, seed=seed, options=dict(options or {}))
     paths = write_manifests(frames, out_dir)

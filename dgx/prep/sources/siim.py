@@ -11,7 +11,8 @@ copy torchxrayvision ships; ``--opt rle=CSV`` for another). Positives get
 dicom_path, label``; splits ``train, val, test, trainval_full, test_full`` and
 ``trainval_gaze``, the 951 images with gaze that the released code trains on,
 written as ``cxr-p.pool`` in the list's own order: ``--profile official`` redraws
-its 80/20 split from it for every seed).
+its 80/20 split from it for every seed; ``trainval_full`` likewise also becomes
+``cxr-p-full.pool``, in the list's order).
 Without it, a seeded stratified split of the same sizes is drawn from the RLE
 table's 12,047 images (CXR-P and CXR-P Full are drawn independently).
 
@@ -53,7 +54,7 @@ IMAGE_SUFFIXES = (".dcm", ".png", ".jpg", ".jpeg")
 
 
 def prepare(root: Path | None, *, metadata_only: bool, seed: int, options: dict[str, str]) -> dict[str, pd.DataFrame]:
-    from dgx.masks.rle import load_rle_table
+    from dgx.masks.rle import load_rle_table  # scipy: only when abnormality masks are decoded
 
     values = c.parse_options(options, OPTIONS, NAME)
     try:
@@ -66,6 +67,8 @@ def prepare(root: Path | None, *, metadata_only: bool, seed: int, options: dict[
     table = load_rle_table(Path(values["rle"]).expanduser() if values["rle"] else None)
     lists = read_splits(Path(values["splits"]).expanduser()) if values["splits"] else draw_splits(table, seed)
     lists = split_trainval(lists, seed, val_fraction)
+    if values["splits"]:  # the released CXR-P Full pool: the list's trainval_full in its own order
+        lists = pd.concat([lists, lists[lists["split"] == "trainval_full"].assign(mset="pool")], ignore_index=True)
 
     images = None if metadata_only else index_images(root)
     frames: dict[str, pd.DataFrame] = {}
@@ -189,7 +192,7 @@ def _rows(rows: pd.DataFrame, table: dict[str, list[str]], root: Path | None,
 
 def dicom_tags(path: Path) -> dict[str, object]:
     """PatientAge (years), PatientSex, ViewPosition and PatientID from a DICOM header."""
-    import pydicom
+    import pydicom  # pydicom: only when a DICOM is decoded
     from pydicom.errors import InvalidDicomError
 
     try:

@@ -13,22 +13,11 @@ from pathlib import Path
 import optuna
 import yaml
 
+from dgx.config import sweeps_dir
 from dgx.errors import DgxError
-
-PACKED_FIELDS = ("lr", "wd")  # grid axes along which points can train as one pack (dgx/pack.py)
+from dgx.methods import METHODS, uses_mask
 
 GRID_PARAMS = ("lr", "wd", "lam")
-
-
-def sweeps_dir() -> Path:
-    """``$DGX_SWEEPS_DIR``, else the repository's ``sweeps/`` next to the package."""
-    from dgx.config import get_settings
-
-    env = get_settings().sweeps_dir
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "sweeps"
-    if not path.is_dir():
-        raise DgxError(f"sweeps directory {path} not found; set DGX_SWEEPS_DIR to the repository's sweeps/ folder")
-    return path
 
 
 @dataclass(frozen=True)
@@ -43,8 +32,6 @@ class Budget:
 
     def grid_for(self, method: str) -> dict[str, list[float]]:
         """A method without a mask (ERM) has no λ: its grid drops that axis. A per-method λ list replaces the shared one."""
-        from dgx.methods import uses_mask
-
         masked = uses_mask(method)
         grid = {k: v for k, v in self.grid.items() if masked or k != "lam"}
         if masked and self.lam_by_method:
@@ -112,8 +99,6 @@ def load_grid(name_or_path: str) -> tuple[dict[str, list[float]], dict[str, list
     grid, by_method = {}, {}
     for key, values in raw.items():
         if key == "lam" and isinstance(values, dict):
-            from dgx.methods import METHODS
-
             with_lam = [m for m, cls in METHODS.items() if cls.uses_mask]
             for method, lams in values.items():
                 if method not in with_lam:

@@ -3,14 +3,17 @@
 Layout of one cache folder ``<out>/<key>/`` (``key`` = hash of the manifests'
 bytes, the size, the mask options and :data:`CACHE_VERSION`, so a changed
 manifest or size builds a new folder and an unchanged one is reused)::
-
-    images.npy           uint8 (N, size, size)
+    images.npy           uint8 (N, size, size)  decoded as dgx decodes (dgx/prep/decode.py: ``stretch``)
+    images_released.npy  uint8 (N, size, size)  decoded as the released code decoded (``released``; the
+                         ``official`` profile's)
     labels.npy           int64 (N,)
     abnormality.npy      uint8 (N, size, size)  RLE any-pooled to size (or a mask PNG); ones for negatives
     scaled.npy           uint8 (N, size, size)  abnormality max-pooled to a scaled_grid grid and blown back up
     periphery.npy        uint8 (N, size, size)  lung periphery band united with the abnormality
     abnormality_released.npy  uint8 (N, size, size)  the full-size abnormality as the released code resized
                          it (anti-aliased bilinear resize, then > 0: a dilation); the ``official`` profile's
+    periphery_released.npy  uint8 (N, size, size)  only with ``periphery_ids``: the periphery of the positives
+                         whose lungs the authors annotated, ones elsewhere; the ``official`` profile's
     rows.csv             the manifest rows kept, in cache order
     index.json           version, size, mask options, per-manifest sha256 and row range, dropped images
 
@@ -45,15 +48,21 @@ import pandas as pd
 
 from dgx.data.cache import MASK_FILES, load_cache, read_index
 from dgx.data.cache import sha256_file as _sha
+from dgx.data.lungs import load_lung_atlas, place_lungs
 from dgx.errors import DgxError
+from dgx.masks import periphery_mask, scaled_mask
+from dgx.masks.gaze import gaze_heatmap, gaze_mask, load_gaze
 from dgx.masks.released import released_resize
-from dgx.prep.decode import decode_image
+from dgx.masks.rle import abnormality_mask, any_pool, load_rle_table
+from dgx.prep import lungseg
+from dgx.prep.curate import read_csv
+from dgx.prep.decode import decode_both, decode_image
 from dgx.prep.manifest import read_manifest
 from dgx.runs import atomic_folder
 
 log = logging.getLogger("dgx")
 
-CACHE_VERSION = 3  # bump when decoding or mask building changes (3: abnormality_released)
+CACHE_VERSION = 4  # bump when decoding or mask building changes (3: abnormality_released, 4: images_released)
 PERIPHERY_WIDTH = 0.15  # fraction of each lung's equivalent diameter (as decoy-cxr)
 SCALED_CELL = 32  # px per scaled-mask grid cell at 224 px -> a 7x7 grid
 GAZE_SIGMA = 3.0 / 128  # gaze smoothing, as a fraction of the image side (Figure 1's 3 px at 128 px)
@@ -64,13 +73,15 @@ TEMPLATE_CENTER, TEMPLATE_EXTENT = (0.5, 0.47), (0.78, 0.72)
 
 def mask_options(size: int, lung_dir: Path | None = None, rle: Path | None = None, *,
                  lung_model: Path | None = None, gaze: Path | None = None,
-                 gaze_quantile: float = GAZE_QUANTILE) -> dict[str, object]:
+                 gaze_quantile: float = GAZE_QUANTILE, periphery_ids: Path | None = None) -> dict[str, object]:
     """The options that shape the masks; part of the cache key and stored in the index."""
     options: dict[str, object] = {
         "periphery_width": PERIPHERY_WIDTH, "scaled_grid": max(1, round(size / SCALED_CELL)),
         "lung_dir": str(Path(lung_dir).resolve()) if lung_dir else "",
         "lung_model": _sha(Path(lung_model)) if lung_model else "",
         "rle": _sha(Path(rle)) if rle else "torchxrayvision"}
+    if periphery_ids:
+        options["periphery_ids"] = _sha(Path(periphery_ids))
     if gaze:
         if not 0 <= gaze_quantile < 1:
             raise DgxError(f"--gaze-quantile must be in [0, 1), got {gaze_quantile}")
@@ -90,14 +101,16 @@ def cache_key(manifests: list[Path], size: int, options: dict[str, object]) -> s
 def build_cache(manifests: list[Path], root: Path, size: int, out: Path, *,
                 on_error: Literal["fail", "skip"] = "fail", lung_dir: Path | None = None,
                 rle: Path | None = None, lung_model: Path | None = None, gaze: Path | None = None,
-                gaze_quantile: float = GAZE_QUANTILE) -> Path:
+                gaze_quantile: float = GAZE_QUANTILE, periphery_ids: Path | None = None) -> Path:
     """Decode every image of ``manifests`` once into ``out/<key>/``; return that folder.
 
     An existing folder with the same key is returned as is. ``on_error="fail"``
     stops at the first unreadable image with a DgxError naming it; ``"skip"``
     logs a warning and drops it. ``lung_model`` is a local PSPNet checkpoint
     (:mod:`dgx.prep.lungseg`) used for positives without a user lung mask;
-    ``gaze`` is the CXR-P gaze CSV, which adds a ``gaze`` mask kind.
+    ``gaze`` is the CXR-P gaze CSV, which adds a ``gaze`` mask kind; ``periphery_ids`` a CSV of the
+    ``image_id`` s whose lungs the authors annotated (``lung_periphery_annotated_ids.csv``), which adds
+    ``periphery_released``.
     """
     if on_error not in ("fail", "skip"):
         raise DgxError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
@@ -110,21 +123,25 @@ def build_cache(manifests: list[Path], root: Path, size: int, out: Path, *,
     if not root.is_dir():
         raise DgxError(f"--root {root} is not a folder; point it at the dataset the manifests refer to")
     frames = {p.stem: read_manifest(p) for p in manifests}
-    options = mask_options(size, lung_dir, rle, lung_model=lung_model, gaze=gaze, gaze_quantile=gaze_quantile)
+    options = mask_options(size, lung_dir, rle, lung_model=lung_model, gaze=gaze, gaze_quantile=gaze_quantile,
+                           periphery_ids=periphery_ids)
+    annotated = _annotated_ids(periphery_ids) if periphery_ids else None
     key = cache_key(manifests, size, options)
     out = Path(out)
     final = out / key
     if (final / "index.json").is_file():
         log.info("cache %s is up to date", final)
         return final
-    kinds = MASK_FILES + (("gaze",) if gaze else ())
+    kinds = MASK_FILES + (("gaze",) if gaze else ()) + (("periphery_released",) if annotated is not None else ())
     out.mkdir(parents=True, exist_ok=True)
     rows = pd.concat([f.assign(_manifest=k) for k, f in frames.items()], ignore_index=True)
     job = _Job(root, size, options, on_error, lung_dir, rle, lung_model, _gaze_groups(gaze) if gaze else None)
     with atomic_folder(final) as tmp:  # a crash never leaves a half-written cache that looks complete
         arrays = {name: np.lib.format.open_memmap(tmp / f"{name}.npy", "w+", np.uint8, (len(rows), size, size))
-                  for name in ("images", *kinds)}
+                  for name in ("images", "images_released", *kinds)}
         kept, dropped, lung_counts = _decode_and_mask(rows, arrays, job)
+        if annotated is not None:
+            _released_periphery(arrays, rows["image"].iloc[kept], annotated)
         _compact(tmp, arrays, len(kept), size)
         kept_rows = rows.iloc[kept].reset_index(drop=True)
         _write_index(tmp, kept_rows, frames, manifests, {
@@ -138,7 +155,6 @@ def build_cache(manifests: list[Path], root: Path, size: int, out: Path, *,
 @dataclass
 class _Job:
     """What every row of a cache build needs."""
-
     root: Path
     size: int
     options: dict[str, object]
@@ -154,7 +170,7 @@ def _decode_and_mask(rows: pd.DataFrame, arrays: dict[str, np.ndarray], job: _Jo
 
     Returns (kept row indices, dropped image paths, how many positives' lungs came from where).
     """
-    from dgx.progress import make_progress
+    from dgx.progress import make_progress  # rich: only when a long loop shows progress
 
     kept, dropped, pending = [], [], []  # pending: cache rows whose lungs the model segments
     lung_counts = {"user": 0, "model": 0, "template": 0}
@@ -164,7 +180,7 @@ def _decode_and_mask(rows: pd.DataFrame, arrays: dict[str, np.ndarray], job: _Jo
         for i, row in enumerate(rows.itertuples(index=False)):
             progress.advance(task)
             try:
-                image, shape = decode_image(job.root / row.image, job.size)
+                image, released, shape = decode_both(job.root / row.image, job.size)
             except DgxError as exc:
                 if job.on_error == "fail":
                     raise DgxError(f"{exc}; fix or remove it, or pass --skip-bad to drop such images") from None
@@ -172,11 +188,9 @@ def _decode_and_mask(rows: pd.DataFrame, arrays: dict[str, np.ndarray], job: _Jo
                 dropped.append(str(row.image))
                 continue
             if row.abnormality.startswith("rle:") and table is None:
-                from dgx.masks.rle import load_rle_table
-
                 table = load_rle_table(job.rle)
             j = len(kept)
-            arrays["images"][j] = image
+            arrays["images"][j], arrays["images_released"][j] = image, released
             lung_from = _row_masks(arrays, j, row, shape, job, table)
             if lung_from == "model":
                 pending.append(j)
@@ -212,6 +226,18 @@ def _row_masks(arrays: dict[str, np.ndarray], j: int, row, shape: tuple[int, int
     return "user" if lung is not None else "template"
 
 
+def _annotated_ids(path: Path) -> set[str]:
+    """The ``image_id`` column of a CSV (``lung_periphery_annotated_ids.csv``) as a set."""
+    return set(read_csv(Path(path), "periphery ids", ["image_id"])["image_id"].astype(str).str.strip())
+
+
+def _released_periphery(arrays: dict[str, np.ndarray], images: pd.Series, annotated: set[str]) -> None:
+    """``periphery_released``: each kept row's periphery where its image id (the file's stem) is annotated,
+    ones elsewhere (the released code had lung masks for those positives only)."""
+    for j, image in enumerate(images):
+        arrays["periphery_released"][j] = arrays["periphery"][j] if Path(str(image)).stem in annotated else 1
+
+
 def _compact(folder: Path, arrays: dict[str, np.ndarray], kept: int, size: int) -> None:
     """Step 3: after dropped images (rare), rewrite every array to its first ``kept`` rows."""
     for name, arr in arrays.items():
@@ -242,9 +268,7 @@ def _write_index(folder: Path, kept_rows: pd.DataFrame, frames: dict[str, pd.Dat
 def _segment_lungs(arrays: dict[str, np.ndarray], pending: list[int], weights: Path, options: dict[str, object],
                    progress, counts: dict[str, int], chunk: int = 64) -> None:
     """Periphery masks for ``pending`` cache rows from lungs the PSPNet segments in their cached images."""
-    from dgx.prep.lungseg import LungSegmenter
-
-    segmenter = LungSegmenter(weights)
+    segmenter = lungseg.LungSegmenter(weights)  # through the module: tests swap the segmenter
     size = arrays["images"].shape[-1]
     task = progress.add_task(f"segmenting lungs of {len(pending)} positives", total=len(pending), status="")
     for start in range(0, len(pending), chunk):
@@ -260,9 +284,8 @@ def _segment_lungs(arrays: dict[str, np.ndarray], pending: list[int], weights: P
 
 
 def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
+    from PIL import Image  # PIL: only to read or resize an image file
 
-    from dgx.masks.rle import any_pool
 
     if min(mask.shape) >= size:
         return any_pool(mask, size)  # never loses a thin region
@@ -271,7 +294,7 @@ def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
 
 
 def _mask_file(path: Path, shape: tuple[int, int], what: str, image: str) -> np.ndarray:
-    from PIL import Image
+    from PIL import Image  # PIL: only to read or resize an image file
 
     if not path.is_file():
         raise DgxError(f"{what} mask {path} for image {image} not found")
@@ -286,8 +309,6 @@ def _mask_file(path: Path, shape: tuple[int, int], what: str, image: str) -> np.
 def abnormality_full(row, shape: tuple[int, int], root: Path,
                      table: dict[str, list[str]] | None) -> np.ndarray | None:
     """A positive row's abnormality mask at the image's own size, bool; None for negatives and unannotated positives."""
-    from dgx.masks.rle import abnormality_mask
-
     ref = str(row.abnormality)
     if int(row.label) == 0 or not ref:
         return None
@@ -314,20 +335,14 @@ def user_lung(row, shape: tuple[int, int], size: int, root: Path, lung_dir: Path
 
 
 def _scaled(abn: np.ndarray, options: dict[str, object]) -> np.ndarray:
-    from dgx.masks import scaled_mask
-
     return scaled_mask(abn, int(options["scaled_grid"]))
 
 
 def _periphery(lung: np.ndarray, abn: np.ndarray, options: dict[str, object]) -> np.ndarray:
-    from dgx.masks import periphery_mask
-
     return periphery_mask(lung, float(options["periphery_width"]), abn).astype(np.uint8)
 
 
 def _gaze_groups(path: Path) -> dict[str, pd.DataFrame]:
-    from dgx.masks.gaze import load_gaze
-
     return {str(k): g for k, g in load_gaze(Path(path)).groupby("image_id", sort=False)}
 
 
@@ -336,8 +351,6 @@ def gaze_for(row, groups: dict[str, pd.DataFrame], size: int, options: dict[str,
 
     Gaze is matched by image id: the image file's stem (SIIM's SOPInstanceUID).
     """
-    from dgx.masks.gaze import gaze_heatmap, gaze_mask
-
     fixations = groups.get(Path(str(row.image)).stem)
     if int(row.label) == 0 or fixations is None or not fixations["t"].sum() > 0:
         return np.ones((size, size), dtype=np.uint8)
@@ -348,8 +361,6 @@ def gaze_for(row, groups: dict[str, pd.DataFrame], size: int, options: dict[str,
 @lru_cache(maxsize=4)
 def lung_template(size: int) -> np.ndarray:
     """Mean of the lung atlas, thresholded at 0.5 and placed at a typical position (bool, read-only)."""
-    from dgx.data.lungs import load_lung_atlas, place_lungs
-
     atlas = load_lung_atlas(max(size, 64))
     mean = (atlas.mean(0) >= 0.5)[None]
     lung = place_lungs(mean, np.array([0]), np.array([TEMPLATE_CENTER]), np.array([TEMPLATE_EXTENT]),
