@@ -98,7 +98,7 @@ def train_runs(cfgs: Sequence[TrainConfig], data: Bundle, run_dirs: Sequence[Pat
         try:
             for start in sorted({m.start for m in members.values()}):
                 group = {i: m for i, m in members.items() if m.start == start}
-                for i, outcome in _Pack(group, bar, steps, share).train(data, on_epoch, eval_batch_size,
+                for i, outcome in _Trainer(group, bar, steps, share).train(data, on_epoch, eval_batch_size,
                                                                          started).items():
                     outcomes[i] = outcome
         finally:
@@ -107,7 +107,7 @@ def train_runs(cfgs: Sequence[TrainConfig], data: Bundle, run_dirs: Sequence[Pat
     return outcomes
 
 
-class _Pack:
+class _Trainer:
     """Members trained over one batch stream: a lone member through its own model and optimizer, several as
     one wide network (dgx/pack.py) with a learning rate and weight decay per member.
 
@@ -118,21 +118,18 @@ class _Pack:
 
     def __init__(self, members: dict[int, _Run], bar, steps: int, share) -> None:
         self.members, self.bar, self.steps, self.share = dict(members), bar, steps, share
-        first = next(iter(members.values()))
-        self.cfg, self.dev, self.cuda, self.method = first.cfg, first.dev, first.cuda, first.method
-        self.normalize, self.amp, self.profile, self.epochs = first.normalize, first.amp, first.profile, first.epochs
-        self.resident, self.start = first.resident, first.start
         self._build()
 
     def _build(self) -> None:
         """The model and optimizer the epochs step: the member's own when alone, else a wide copy of all."""
         runs_ = list(self.members.values())
-        self.packed = len(runs_) > 1
+        # What the members share (data, seed, mask, method, λ, profile, device, epochs): the first one's.
+        self.lead, self.packed = runs_[0], len(runs_) > 1
         if not self.packed:
             self.model, self.opt = runs_[0].model, runs_[0].opt
             return
-        self.model = pack_models([m.model for m in runs_]).to(self.dev)
-        if self.cuda:
+        self.model = pack_models([m.model for m in runs_]).to(self.lead.dev)
+        if self.lead.cuda:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.opt = PackedAdam(list(self.model.parameters()), len(runs_), betas=runs_[0].opt.defaults["betas"],
                               eps=runs_[0].opt.defaults["eps"])
@@ -155,20 +152,20 @@ class _Pack:
 
     def label(self) -> str:
         if not self.packed:
-            return self.cfg.label()
-        cfg = self.cfg
+            return self.lead.cfg.label()
+        cfg = self.lead.cfg
         return f"{cfg.method}/{cfg.mask} λ={cfg.lam:g} seed {cfg.seed} ×{len(self.members)} packed (lr, wd)"
 
     def train(self, data: Bundle, on_epoch, eval_batch_size: int, started: float) -> dict[int, TrainResult | Exception]:
         out: dict[int, TrainResult | Exception] = {}
-        task = self.bar.add_task(self.label(), total=self.epochs * self.steps, completed=self.start * self.steps,
-                                 status="")
+        start, epochs = self.lead.start, self.lead.epochs
+        task = self.bar.add_task(self.label(), total=epochs * self.steps, completed=start * self.steps, status="")
         try:
-            for epoch in range(self.start, self.epochs):
+            for epoch in range(start, epochs):
                 self.share.apply()  # other trainings on this machine may have started or stopped
                 losses = epoch_losses(self, data.train, epoch, self.steps, lambda: self.bar.advance(task))
                 self._sync()
-                scores = _columns(predict(self.model, data.val, self.dev, self.profile, eval_batch_size))
+                scores = _columns(predict(self.model, data.val, self.lead.dev, self.lead.profile, eval_batch_size))
                 stopped, status = [], ""
                 for k, (i, member) in enumerate(self.members.items()):
                     try:
@@ -196,12 +193,12 @@ class _Pack:
         runs_ = list(self.members.values())
         for m in runs_:
             m.load_best()
-        scorer = runs_[0].model if len(runs_) == 1 else pack_models([m.model for m in runs_]).to(self.dev)
-        if self.cuda:
+        scorer = runs_[0].model if len(runs_) == 1 else pack_models([m.model for m in runs_]).to(self.lead.dev)
+        if self.lead.cuda:
             scorer = scorer.to(memory_format=torch.channels_last)
-        domains = {data.source: data.test, **data.targets, **selection_splits(data, self.cfg.mask)}
+        domains = {data.source: data.test, **data.targets, **selection_splits(data, self.lead.cfg.mask)}
         scores = {name: _columns(s) for name, s in
-                  score(scorer, domains, self.dev, self.profile, batch_size, self.bar).items()}
+                  score(scorer, domains, self.lead.dev, self.lead.profile, batch_size, self.bar).items()}
         return {i: m.finish(data, started, {name: s[:, k] for name, s in scores.items()})
                 for k, (i, m) in enumerate(self.members.items())}
 
@@ -335,10 +332,12 @@ class _Run:
         return result
 
 
-def epoch_losses(run: _Pack, split: Split, epoch: int, steps: int, advance: Callable[[], None]) -> torch.Tensor:
-    """One pass of ``run``'s model over the training split: the mean training loss of each member, (K,)."""
+def epoch_losses(trainer: _Trainer, split: Split, epoch: int, steps: int, advance: Callable[[], None]) -> torch.Tensor:
+    """One pass of ``trainer``'s model (a member's own, or the pack's) over the training split, stepping its
+    optimizer: the mean training loss of each member, (K,)."""
+    run, model, opt = trainer.lead, trainer.model, trainer.opt  # the members share all but model and optimizer
     cfg = run.cfg
-    run.model.train()
+    model.train()
     loss_sum = torch.zeros((), device=run.dev)
     # paper: the last partial batch is dropped (a trailing batch of one breaks train-mode batch norm); the
     # official profile keeps it, as the released DataLoader did.
@@ -352,11 +351,11 @@ def epoch_losses(run: _Pack, split: Split, epoch: int, steps: int, advance: Call
         if run.cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         with run.amp:
-            parts = run.method.loss(run.model, x, labels.to(run.dev), masks.to(run.dev).float())
-        run.opt.zero_grad(set_to_none=True)
+            parts = run.method.loss(model, x, labels.to(run.dev), masks.to(run.dev).float())
+        opt.zero_grad(set_to_none=True)
         loss = parts["loss"]
         (loss.sum() if loss.dim() else loss).backward()  # a pack's members' losses are independent: Σ_k
-        run.opt.step()
+        opt.step()
         loss_sum = loss_sum + loss.detach()
         advance()
     return (loss_sum.cpu().double() / max(steps, 1)).reshape(-1)
