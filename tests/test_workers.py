@@ -133,12 +133,16 @@ def test_three_workers_train_each_point_exactly_once(kind, tmp_path):
         _cleanup(url, [name, f"{name}.seeds"])
 
 
-def _wait_for(predicate, timeout: float, what: str):
+def _wait_for(predicate, timeout: float, what: str, procs=()):
+    """Poll ``predicate`` until it holds; fail at once if every one of ``procs`` has exited (the timeout is a
+    hang guard, so a worker that crashed must not make the test wait it out)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = predicate()
         if value:
             return value
+        if procs and all(p.poll() is not None for p in procs):
+            raise AssertionError(f"every worker exited before {what}:\n" + "\n".join(p.stdout.read() for p in procs))
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -162,7 +166,8 @@ def test_sigkilled_worker_trial_is_retried_and_resumes(tmp_path):
     a = _dgx("worker", "--storage", url, "--no-progress", "--threads", "1", env=env)
     b_ = _dgx("worker", "--storage", url, "--no-progress", "--threads", "1", env=env)
     procs = {a.pid: a, b_.pid: b_}
-    victim_trial = _wait_for(lambda: _running_with_epoch(url, name), HANG_S, "a trial past its first epoch")
+    victim_trial = _wait_for(lambda: _running_with_epoch(url, name), HANG_S, "a trial past its first epoch",
+                             procs.values())
     victim_pid = int(victim_trial.user_attrs["worker"].rsplit(":", 1)[1])
     procs[victim_pid].send_signal(signal.SIGKILL)
     procs[victim_pid].wait()
@@ -191,7 +196,7 @@ def test_ctrl_c_or_sigterm_stops_a_worker_and_a_rerun_resumes(tmp_path, sig, cod
     url, name = _storage("journal", tmp_path), "ctrlc"
     _prepare(tmp_path, url, name, {"lr": [1e-3], "wd": [0.0]}, epochs=3)
     w = _dgx("worker", "--storage", url, "--study", name, "--no-progress", "--threads", "1")
-    _wait_for(lambda: _running_with_epoch(url, name), HANG_S, "a trial past its first epoch")
+    _wait_for(lambda: _running_with_epoch(url, name), HANG_S, "a trial past its first epoch", [w])
     w.send_signal(sig)
     out, _ = w.communicate(timeout=HANG_S)
     assert w.returncode == code and said in out, out
