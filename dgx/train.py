@@ -196,10 +196,11 @@ class _Trainer:
         scorer = runs_[0].model if len(runs_) == 1 else pack_models([m.model for m in runs_]).to(self.lead.dev)
         if self.lead.cuda:
             scorer = scorer.to(memory_format=torch.channels_last)
-        domains = {data.source: data.test, **data.targets, **selection_splits(data, self.lead.cfg.mask)}
+        chosen_val = selection_splits(data, self.lead.cfg.mask)  # built once: the copies are whole images
+        domains = {data.source: data.test, **data.targets, **chosen_val}
         scores = {name: _columns(s) for name, s in
                   score(scorer, domains, self.lead.dev, self.lead.profile, batch_size, self.bar).items()}
-        return {i: m.finish(data, started, {name: s[:, k] for name, s in scores.items()})
+        return {i: m.finish(data, started, {name: s[:, k] for name, s in scores.items()}, chosen_val)
                 for k, (i, m) in enumerate(self.members.items())}
 
 
@@ -306,10 +307,10 @@ class _Run:
     def load_best(self) -> None:
         self.model.load_state_dict(torch.load(self.dir / runs.BEST, map_location=self.dev, weights_only=True))
 
-    def finish(self, data: Bundle, started: float, scores: dict[str, np.ndarray]) -> TrainResult:
+    def finish(self, data: Bundle, started: float, scores: dict[str, np.ndarray],
+               chosen_val: dict[str, Split]) -> TrainResult:
         """Store the selected checkpoint's ``scores`` on every domain and the result (the "done" marker)."""
         domains = {data.source: data.test, **data.targets}
-        chosen_val = selection_splits(data, self.cfg.mask)
         # The selected checkpoint's scores stay in the run folder (ROC curves, paired tests); never uploaded.
         labels = {name: np.asarray(split.labels) for name, split in domains.items()}
         runs.save_scores(self.dir / runs.SCORES, {name: (labels[name], scores[name]) for name in domains})
